@@ -1,0 +1,1 @@
+"""The built-in demo: a generated review corpus and a small classifier trained on it."""
