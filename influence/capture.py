@@ -1,0 +1,113 @@
+"""Hooks that capture each tracked layer's inputs and output gradients for one batch.
+
+The engine never asks autograd for weight gradients: every parameter is frozen while it
+runs, and the first tracked layer's output is turned into a leaf that requires grad, so
+the backward pass computes only what flows between tracked layers. Per-example weight
+gradients are assembled from the captured token matrices instead, which is cheaper and
+keeps examples apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+
+from influence.layers import TrackedLayer
+
+
+@dataclass
+class LayerTokens:
+    """One layer's token matrices for a batch, padding rows zeroed.
+
+    ``activations``: (B, T, in') with a column of ones appended for the bias;
+    ``gradients``: one (B, T, out) tensor per backpropagated basis vector.
+    """
+
+    activations: torch.Tensor
+    gradients: list[torch.Tensor]
+    mask: torch.Tensor  # (B, T), 1 for real tokens
+
+    @property
+    def token_count(self) -> int:
+        return int(self.mask.sum().item())
+
+
+@dataclass
+class _Captured:
+    inputs: Optional[torch.Tensor] = None
+    gradients: list[torch.Tensor] = field(default_factory=list)
+
+
+class LayerCapture:
+    """Context manager: registers the hooks on entry and always removes them on exit."""
+
+    def __init__(self, layers: list[TrackedLayer]):
+        self.layers = layers
+        self._captured: dict[str, _Captured] = {}
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> "LayerCapture":
+        for layer in self.layers:
+            self._handles.append(layer.module.register_forward_hook(self._forward_hook(layer.name)))
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._captured.clear()
+
+    def _forward_hook(self, name: str):
+        def hook(module: torch.nn.Module, args: tuple[Any, ...], output: torch.Tensor) -> torch.Tensor:
+            captured = _Captured(inputs=args[0].detach())
+            self._captured[name] = captured
+            if not output.requires_grad:
+                # The earliest tracked layer: nothing below it needs a gradient. Adding a
+                # scalar leaf (rather than making the output itself a leaf) keeps autograd
+                # from accumulating into a .grad buffer that would alias the captured gradient.
+                anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+                output = output + anchor
+            output.register_hook(lambda grad: captured.gradients.append(grad.detach()))
+            return output
+
+        return hook
+
+    def tokens(self, layer: TrackedLayer, attention_mask: Optional[torch.Tensor]) -> LayerTokens:
+        """The captured matrices of ``layer`` as (B, T, ·) tensors with padding masked out."""
+        captured = self._captured.get(layer.name)
+        if captured is None or captured.inputs is None:
+            raise RuntimeError(f"layer {layer.name!r} was not called in the forward pass")
+        if not captured.gradients:
+            raise RuntimeError(f"layer {layer.name!r} received no gradient: it does not reach the loss")
+        inputs = captured.inputs
+        batch = inputs.shape[0]
+        mask = _token_mask(inputs.shape, attention_mask, inputs.device)
+        tokens = mask.shape[1]
+        activations = inputs.reshape(batch, tokens, layer.in_features)
+        if layer.has_bias:
+            ones = activations.new_ones(batch, tokens, 1)
+            activations = torch.cat([activations, ones], dim=2)
+        weights = mask.unsqueeze(2).to(activations.dtype)
+        gradients = [g.reshape(batch, tokens, layer.out_features) * weights for g in captured.gradients]
+        return LayerTokens(activations * weights, gradients, mask)
+
+
+def _token_mask(
+    shape: torch.Size, attention_mask: Optional[torch.Tensor], device: torch.device
+) -> torch.Tensor:
+    """Which rows of a layer input are real tokens, shaped (B, T).
+
+    (B, d) inputs (a pooled head) are one row per example; (B, T, d) inputs over the
+    sequence follow the attention mask; any other sequence-like shape counts every row.
+    """
+    batch = shape[0]
+    if len(shape) == 2:
+        return torch.ones(batch, 1, dtype=torch.bool, device=device)
+    rows = 1
+    for size in shape[1:-1]:
+        rows *= size
+    if attention_mask is not None and len(shape) == 3 and tuple(shape[:2]) == tuple(attention_mask.shape):
+        return attention_mask.to(device=device, dtype=torch.bool)
+    return torch.ones(batch, rows, dtype=torch.bool, device=device)

@@ -1,0 +1,429 @@
+"""EK-FAC influence functions for sequence classifiers: the engine's public face.
+
+Influence of training example n on test example q, per tracked layer ℓ:
+
+    I_ℓ(q, n) = Σ_ij q̃_ij ñ_ij / (Λ_ij + λ),   x̃ = Q_Sᵀ DW_x Q_A,
+
+the total being the sum over layers (the Fisher is block-diagonal across layers).
+Positive means that n helps q: up-weighting n lowers q's loss.
+
+The stages are exposed one by one (covariance, eigendecomposition, eigenvalue
+correction, queries, scores) so that the pipeline can checkpoint and resume each of
+them; :meth:`EkfacInfluence.fit` and the pyDVL-style methods chain them for direct use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from influence.capture import LayerCapture, LayerTokens
+from influence.factors import (
+    MODES,
+    CovarianceSums,
+    Eigenbasis,
+    EigenvalueSums,
+    LayerFactors,
+    combine,
+    corrected_eigenvalues,
+)
+from influence.layers import TrackedLayer, resolve_layers
+from influence.model_state import analysis_mode
+from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
+from influence.task import FISHER_KINDS, LABEL_KEY, LogitVectors, logit_vectors, logits_of, model_inputs
+
+Batch = Mapping[str, Any]
+BatchData = Batch | Iterable[Batch]
+
+STAGE_COVARIANCE = "covariance"
+STAGE_EIGEN = "eigendecomposition"
+STAGE_CORRECTION = "eigenvalue_correction"
+STAGE_QUERIES = "queries"
+STAGE_SCORES = "scores"
+
+
+@dataclass
+class Queries:
+    """Rotated label gradients of the test examples, per layer: (n_test, out, in')."""
+
+    rotated: dict[str, torch.Tensor]
+
+    @property
+    def count(self) -> int:
+        return next(iter(self.rotated.values())).shape[0]
+
+
+@dataclass
+class ScoreBatch:
+    """Scores of every query against one batch of training examples.
+
+    ``layers``: (variants, regularizations, layers, n_test, batch); ``self_influence``:
+    (variants, regularizations, batch), the training examples' own Σ ñ²/(Λ+λ).
+    """
+
+    index: int
+    layers: torch.Tensor
+    self_influence: torch.Tensor
+
+    @property
+    def total(self) -> torch.Tensor:
+        return self.layers.sum(dim=2)
+
+
+def _as_batches(data: BatchData) -> Iterable[Batch]:
+    return [data] if isinstance(data, Mapping) else data
+
+
+def _length(data: Iterable[Any]) -> Optional[int]:
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def example_uniforms(seed: int, start: int, count: int) -> torch.Tensor:
+    """One reproducible U(0,1) number per example position, independent of batching."""
+    values = []
+    for position in range(start, start + count):
+        digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
+        values.append(int.from_bytes(digest, "little") / 2.0**64)
+    return torch.tensor(values, dtype=torch.float64)
+
+
+class EkfacInfluence:
+    """Fit (E)K-FAC curvature on a classifier and score test × train influence.
+
+    ``fisher``: ``"exact"`` (true Fisher, no sampling), ``"sampled"`` (labels drawn from
+    the model, seeded) or ``"empirical"`` (the true labels). ``mode``: ``"ekfac"`` or
+    ``"kfac"``; both are scaled so that a regularization value means the same in each.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Optional[Sequence[str]] = None,
+        fisher: str = "exact",
+        mode: str = "ekfac",
+        seed: int = 0,
+        factor_dtype: Optional[torch.dtype] = None,
+    ):
+        if fisher not in FISHER_KINDS:
+            raise ValueError(f"unknown Fisher {fisher!r}: choose one of {', '.join(FISHER_KINDS)}")
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.model = model
+        self.layers: list[TrackedLayer] = resolve_layers(model, layers)
+        self.fisher = fisher
+        self.mode = mode
+        self.seed = seed
+        first = next(model.parameters())
+        self.device = first.device
+        self.factor_dtype = factor_dtype or first.dtype
+        self.factors: dict[str, LayerFactors] = {}
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @property
+    def is_fitted(self) -> bool:
+        return len(self.factors) == len(self.layers)
+
+    @property
+    def tracked_parameters(self) -> int:
+        return sum(layer.num_parameters for layer in self.layers)
+
+    def __repr__(self) -> str:
+        state = "fitted" if self.is_fitted else "not fitted"
+        return (
+            f"EkfacInfluence(mode={self.mode!r}, fisher={self.fisher!r}, layers={len(self.layers)}, "
+            f"tracked_parameters={self.tracked_parameters:,}, {state})"
+        )
+
+    def _to_device(self, batch: Batch) -> dict[str, Any]:
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _capture(
+        self, batch: Batch, label_keys: Sequence[str]
+    ) -> tuple[dict[str, LayerTokens], LogitVectors, dict[str, Any]]:
+        """One forward pass and one backward pass per basis vector of the logit space."""
+        batch = self._to_device(batch)
+        inputs = model_inputs(batch, tuple(label_keys) + (LABEL_KEY,))
+        with LayerCapture(self.layers) as capture:
+            logits = logits_of(self.model(**inputs))
+            vectors = logit_vectors(logits)
+            basis = vectors.basis.to(logits.dtype)
+            count = basis.shape[1]
+            for j in range(count):
+                logits.backward(basis[:, j].expand_as(logits), retain_graph=j < count - 1)
+            mask = inputs.get("attention_mask")
+            tokens = {layer.name: capture.tokens(layer, mask) for layer in self.layers}
+        return tokens, vectors, batch
+
+    def _fisher_vectors(
+        self, vectors: LogitVectors, batch: Mapping[str, Any], label_key: str, position: int
+    ) -> torch.Tensor:
+        labels = batch.get(label_key) if self.fisher == "empirical" else None
+        uniforms = None
+        if self.fisher == "sampled":
+            uniforms = example_uniforms(self.seed, position, vectors.probabilities.shape[0])
+        return vectors.fisher_factor(self.fisher, labels, uniforms)
+
+    def _passes(
+        self,
+        data: BatchData,
+        stage: str,
+        label_keys: Sequence[str],
+        progress: Optional[ProgressCallback],
+        cancel: Optional[threading.Event],
+        start_batch: int = 0,
+    ) -> Iterator[tuple[int, int, dict[str, LayerTokens], LogitVectors, dict[str, Any]]]:
+        """Batches from ``start_batch`` on, captured; yields (index, first example position, …)."""
+        batches = _as_batches(data)
+        total = _length(batches)
+        position = 0
+        with analysis_mode(self.model):
+            for index, batch in enumerate(batches):
+                size = _batch_size(batch)
+                if index >= start_batch:
+                    check_cancel(cancel)
+                    tokens, vectors, on_device = self._capture(batch, label_keys)
+                    yield index, position, tokens, vectors, on_device
+                    report(progress, ProgressEvent(stage, index + 1, total, "batches"))
+                position += size
+
+    # ---------------------------------------------------------------- fitting
+    def new_covariance(self) -> dict[str, CovarianceSums]:
+        return {
+            layer.name: CovarianceSums.zeros(layer.augmented_in, layer.out_features, self.factor_dtype, self.device)
+            for layer in self.layers
+        }
+
+    def accumulate_covariance(
+        self,
+        data: BatchData,
+        sums: Optional[dict[str, CovarianceSums]] = None,
+        *,
+        start_batch: int = 0,
+        label_key: str = LABEL_KEY,
+        on_batch: Optional[Callable[[int, dict[str, CovarianceSums]], None]] = None,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> dict[str, CovarianceSums]:
+        """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``start_batch``."""
+        sums = sums if sums is not None else self.new_covariance()
+        passes = self._passes(data, STAGE_COVARIANCE, (label_key,), progress, cancel, start_batch)
+        for index, position, tokens, vectors, batch in passes:
+            fisher = self._fisher_vectors(vectors, batch, label_key, position)
+            for layer in self.layers:
+                sums[layer.name].add(tokens[layer.name], fisher)
+            if on_batch is not None:
+                on_batch(index, sums)
+        return sums
+
+    def eigendecompose(
+        self,
+        sums: Mapping[str, CovarianceSums],
+        *,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> dict[str, Eigenbasis]:
+        """Stage 2: float64 eigendecompositions of A and S, layer by layer."""
+        eigen = {}
+        for done, layer in enumerate(self.layers, start=1):
+            check_cancel(cancel)
+            eigen[layer.name] = Eigenbasis.of(sums[layer.name], self.factor_dtype)
+            report(progress, ProgressEvent(STAGE_EIGEN, done, len(self.layers), "layers", layer.name))
+        return eigen
+
+    def new_eigenvalue_sums(self) -> dict[str, EigenvalueSums]:
+        return {
+            layer.name: EigenvalueSums.zeros(layer.out_features, layer.augmented_in, self.factor_dtype, self.device)
+            for layer in self.layers
+        }
+
+    def accumulate_eigenvalues(
+        self,
+        data: BatchData,
+        eigen: Mapping[str, Eigenbasis],
+        sums: Optional[dict[str, EigenvalueSums]] = None,
+        *,
+        start_batch: int = 0,
+        label_key: str = LABEL_KEY,
+        on_batch: Optional[Callable[[int, dict[str, EigenvalueSums]], None]] = None,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> dict[str, EigenvalueSums]:
+        """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
+        sums = sums if sums is not None else self.new_eigenvalue_sums()
+        passes = self._passes(data, STAGE_CORRECTION, (label_key,), progress, cancel, start_batch)
+        for index, position, tokens, vectors, batch in passes:
+            fisher = self._fisher_vectors(vectors, batch, label_key, position)
+            for layer in self.layers:
+                sums[layer.name].add(eigen[layer.name].rotate(tokens[layer.name]), fisher)
+            if on_batch is not None:
+                on_batch(index, sums)
+        return sums
+
+    def set_factors(
+        self,
+        covariance: Mapping[str, CovarianceSums],
+        eigen: Mapping[str, Eigenbasis],
+        eigenvalue_sums: Optional[Mapping[str, EigenvalueSums]] = None,
+    ) -> None:
+        """Install fitted (or stored) factors; K-FAC needs no eigenvalue sums."""
+        self.factors = {
+            name: LayerFactors(
+                covariance[name],
+                eigen[name],
+                corrected_eigenvalues(
+                    self.mode, covariance[name], eigen[name], None if eigenvalue_sums is None else eigenvalue_sums[name]
+                ),
+            )
+            for name in self.layer_names
+        }
+
+    def fit(
+        self,
+        data: BatchData,
+        *,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> "EkfacInfluence":
+        """All fitting stages on ``data`` (a loader or any iterable of batches)."""
+        covariance = self.accumulate_covariance(data, progress=progress, cancel=cancel)
+        eigen = self.eigendecompose(covariance, progress=progress, cancel=cancel)
+        corrections = None
+        if self.mode == "ekfac":
+            corrections = self.accumulate_eigenvalues(data, eigen, progress=progress, cancel=cancel)
+        self.set_factors(covariance, eigen, corrections)
+        return self
+
+    # ---------------------------------------------------------------- scoring
+    def _require_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError("call fit() (or set_factors()) before computing influences")
+
+    def _rotated_label_gradients(
+        self, tokens: Mapping[str, LayerTokens], coordinates: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        return {
+            name: combine(self.factors[name].eigen.rotate(tokens[name]), coordinates) for name in self.layer_names
+        }
+
+    def query_gradients(
+        self,
+        data: BatchData,
+        *,
+        label_key: str = LABEL_KEY,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Queries:
+        """Stage 4: the test examples' rotated loss gradients q̃, kept for every train batch."""
+        self._require_fitted()
+        parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
+        for _, _, tokens, vectors, batch in self._passes(data, STAGE_QUERIES, (label_key,), progress, cancel):
+            rotated = self._rotated_label_gradients(tokens, vectors.label_gradient(batch[label_key]))
+            for name, value in rotated.items():
+                parts[name].append(value)
+        return Queries({name: torch.cat(values) for name, values in parts.items()})
+
+    def query_self_influence(self, queries: Queries, regularizations: Sequence[float]) -> torch.Tensor:
+        """(regularizations, n_test): each test example's Σ q̃²/(Λ+λ), summed over layers."""
+        self._require_fitted()
+        return torch.stack(
+            [
+                sum(
+                    (queries.rotated[name].square() * self.factors[name].inverse_weights(reg)).flatten(1).sum(1)
+                    for name in self.layer_names
+                )
+                for reg in regularizations
+            ]
+        )
+
+    def iter_scores(
+        self,
+        queries: Queries,
+        data: BatchData,
+        regularizations: Sequence[float],
+        *,
+        label_keys: Sequence[str] = (LABEL_KEY,),
+        start_batch: int = 0,
+        progress: Optional[ProgressCallback] = None,
+        cancel: Optional[threading.Event] = None,
+    ) -> Iterator[ScoreBatch]:
+        """Stage 5: one pass over the training data, yielding every query's scores batch by batch.
+
+        Each training label set in ``label_keys`` is a variant (clean, corrupted…); all
+        variants and all regularization values come from the same forward/backward pass.
+        """
+        self._require_fitted()
+        for index, _, tokens, vectors, batch in self._passes(
+            data, STAGE_SCORES, label_keys, progress, cancel, start_batch
+        ):
+            rotated = {name: self.factors[name].eigen.rotate(tokens[name]) for name in self.layer_names}
+            layer_scores, self_scores = [], []
+            for key in label_keys:
+                coordinates = vectors.label_gradient(batch[key])
+                gradients = {name: combine(rotated[name], coordinates) for name in self.layer_names}
+                per_reg, self_per_reg = [], []
+                for reg in regularizations:
+                    per_layer, self_total = [], 0
+                    for name in self.layer_names:
+                        weighted = (gradients[name] * self.factors[name].inverse_weights(reg)).flatten(1)
+                        per_layer.append(queries.rotated[name].flatten(1) @ weighted.T)
+                        self_total = self_total + (weighted * gradients[name].flatten(1)).sum(1)
+                    per_reg.append(torch.stack(per_layer))
+                    self_per_reg.append(self_total)
+                layer_scores.append(torch.stack(per_reg))
+                self_scores.append(torch.stack(self_per_reg))
+            yield ScoreBatch(index, torch.stack(layer_scores), torch.stack(self_scores))
+
+    # ---------------------------------------------------- pyDVL-style helpers
+    def _score_matrix(
+        self, test: BatchData, train: BatchData, regularizations: Sequence[float]
+    ) -> torch.Tensor:
+        """(regularizations, layers, n_test, n_train) for the clean labels."""
+        queries = self.query_gradients(test)
+        blocks = [block.layers[0] for block in self.iter_scores(queries, train, regularizations)]
+        return torch.cat(blocks, dim=-1)
+
+    def influences_by_layer(
+        self, test: BatchData, train: BatchData, regularization: float = 1e-5
+    ) -> dict[str, torch.Tensor]:
+        """{layer name: (n_test, n_train)}; the layers sum to :meth:`influences`."""
+        scores = self._score_matrix(test, train, [regularization])[0]
+        return dict(zip(self.layer_names, scores))
+
+    def influences(self, test: BatchData, train: BatchData, regularization: float = 1e-5) -> torch.Tensor:
+        """(n_test, n_train) influence of each training example on each test example."""
+        return self._score_matrix(test, train, [regularization])[0].sum(dim=0)
+
+    def explore_hessian_regularization(
+        self, test: BatchData, train: BatchData, regularizations: Sequence[float]
+    ) -> dict[float, dict[str, torch.Tensor]]:
+        """{λ: {layer: (n_test, n_train)}} for every λ, from a single pass over the data."""
+        scores = self._score_matrix(test, train, list(regularizations))
+        return {reg: dict(zip(self.layer_names, by_layer)) for reg, by_layer in zip(regularizations, scores)}
+
+    def self_influences(self, data: BatchData, regularization: float = 1e-5) -> torch.Tensor:
+        """(n,): each example's influence on itself, ∇Lᵀ(F + λI)⁻¹∇L."""
+        self._require_fitted()
+        dummy = Queries({layer.name: self._empty_query(layer) for layer in self.layers})
+        return torch.cat([b.self_influence[0, 0] for b in self.iter_scores(dummy, data, [regularization])])
+
+    def _empty_query(self, layer: TrackedLayer) -> torch.Tensor:
+        return torch.zeros(0, layer.out_features, layer.augmented_in, dtype=self.factor_dtype, device=self.device)
+
+
+def _batch_size(batch: Batch) -> int:
+    for value in batch.values():
+        if isinstance(value, torch.Tensor) and value.dim() > 0:
+            return int(value.shape[0])
+    raise ValueError("a batch must hold at least one tensor with a batch dimension")

@@ -1,0 +1,147 @@
+"""The curvature of one tracked layer: covariances, eigenbases, corrected eigenvalues.
+
+For a layer with activation rows ā_t (a 1 appended when it has a bias) and output
+gradients g_t, example n's weight gradient is DW_n = Σ_t g_t ā_tᵀ. The per-example
+Fisher block E_n[vec DW_n vec DW_nᵀ] is approximated as
+
+* K-FAC (expanded over tokens): T̄ · A ⊗ S, with A and S the per-token means of āāᵀ and
+  ggᵀ and T̄ the mean number of real tokens per example, so that for one token the
+  approximation is exact and a regularization value means the same as in EK-FAC;
+* EK-FAC: the same eigenbasis Q_S ⊗ Q_A, with the eigenvalues replaced by the data's
+  own second moments in that basis, Λ = E_n[(Q_Sᵀ DW_n Q_A)²].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from influence.capture import LayerTokens
+
+MODES = ("ekfac", "kfac")
+EIGEN_DTYPE = torch.float64
+
+
+def combine(basis_tensors: list[torch.Tensor], coordinates: torch.Tensor) -> torch.Tensor:
+    """Σ_j coordinates[b, j] · basis_tensors[j][b]: the quantity for any logit vector, by linearity."""
+    shape = (coordinates.shape[0],) + (1,) * (basis_tensors[0].dim() - 1)
+    coords = coordinates.to(basis_tensors[0].dtype)
+    total = basis_tensors[0] * coords[:, 0].reshape(shape)
+    for j in range(1, len(basis_tensors)):
+        total = total + basis_tensors[j] * coords[:, j].reshape(shape)
+    return total
+
+
+@dataclass
+class CovarianceSums:
+    """Running sums over real tokens: Σ āāᵀ, Σ_r g_r g_rᵀ (r over Fisher vectors), and counts."""
+
+    activation: torch.Tensor
+    gradient: torch.Tensor
+    tokens: int = 0
+    examples: int = 0
+
+    @classmethod
+    def zeros(cls, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device):
+        return cls(
+            torch.zeros(in_features, in_features, dtype=dtype, device=device),
+            torch.zeros(out_features, out_features, dtype=dtype, device=device),
+        )
+
+    def add(self, tokens: LayerTokens, fisher: torch.Tensor) -> None:
+        """Add a batch; ``fisher`` holds the Fisher vectors' basis coordinates (B, R, C−1)."""
+        rows = tokens.activations.reshape(-1, tokens.activations.shape[-1])
+        self.activation.addmm_(rows.T, rows)
+        for r in range(fisher.shape[1]):
+            grads = combine(tokens.gradients, fisher[:, r]).reshape(-1, self.gradient.shape[0])
+            self.gradient.addmm_(grads.T, grads)
+        self.tokens += tokens.token_count
+        self.examples += tokens.activations.shape[0]
+
+
+@dataclass
+class Eigenbasis:
+    """Eigenvectors (columns) and eigenvalues of the per-token mean covariances A and S."""
+
+    activation_vectors: torch.Tensor
+    activation_values: torch.Tensor
+    gradient_vectors: torch.Tensor
+    gradient_values: torch.Tensor
+
+    @classmethod
+    def of(cls, sums: CovarianceSums, dtype: torch.dtype) -> "Eigenbasis":
+        """Decompose in float64 whatever the model's dtype: small eigenvalues decide the inverse."""
+        if sums.tokens == 0:
+            raise ValueError("no tokens were seen: the covariance is empty")
+        a_values, a_vectors = _symmetric_eigh(sums.activation / sums.tokens)
+        s_values, s_vectors = _symmetric_eigh(sums.gradient / sums.tokens)
+        return cls(a_vectors.to(dtype), a_values.to(dtype), s_vectors.to(dtype), s_values.to(dtype))
+
+    def rotate(self, tokens: LayerTokens) -> list[torch.Tensor]:
+        """Q_Sᵀ DW Q_A (B, out, in') for each backpropagated basis vector.
+
+        Rotating the token matrices first, (G Q_S)ᵀ(Ā Q_A), costs T(out² + in² + out·in)
+        per example, against out·in·(T + out + in) for forming DW and rotating it; the
+        cheaper order is taken (rotate-first whenever sequences are shorter than the layer).
+        """
+        activations = tokens.activations
+        _, length, n_in = activations.shape
+        n_out = self.gradient_vectors.shape[0]
+        rotate_first = length * (n_out * n_out + n_in * n_in + n_out * n_in)
+        form_first = n_out * n_in * (length + n_out + n_in)
+        if rotate_first <= form_first:
+            rotated_activations = activations @ self.activation_vectors
+            return [(g @ self.gradient_vectors).transpose(1, 2) @ rotated_activations for g in tokens.gradients]
+        return [
+            self.gradient_vectors.T @ (g.transpose(1, 2) @ activations) @ self.activation_vectors
+            for g in tokens.gradients
+        ]
+
+
+def _symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    matrix = matrix.to(EIGEN_DTYPE)
+    values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.T))
+    return values.clamp_min(0.0), vectors
+
+
+@dataclass
+class EigenvalueSums:
+    """Running Σ_n Σ_r (Q_Sᵀ DW_n^(r) Q_A)² and the number of examples."""
+
+    squares: torch.Tensor
+    examples: int = 0
+
+    @classmethod
+    def zeros(cls, out_features: int, in_features: int, dtype: torch.dtype, device: torch.device):
+        return cls(torch.zeros(out_features, in_features, dtype=dtype, device=device))
+
+    def add(self, rotated: list[torch.Tensor], fisher: torch.Tensor) -> None:
+        for r in range(fisher.shape[1]):
+            self.squares.add_(combine(rotated, fisher[:, r]).square().sum(dim=0))
+        self.examples += fisher.shape[0]
+
+
+def corrected_eigenvalues(mode: str, sums: CovarianceSums, eigen: Eigenbasis, lam: EigenvalueSums | None):
+    """The diagonal (out, in') of the layer's Fisher in the Kronecker eigenbasis."""
+    if mode == "kfac":
+        mean_tokens = sums.tokens / sums.examples
+        return mean_tokens * torch.outer(eigen.gradient_values, eigen.activation_values)
+    if mode == "ekfac":
+        if lam is None or lam.examples == 0:
+            raise ValueError("EK-FAC needs the eigenvalue-correction pass")
+        return lam.squares / lam.examples
+    raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+
+
+@dataclass
+class LayerFactors:
+    """Everything the scores need for one layer, and what the store keeps of it."""
+
+    covariance: CovarianceSums
+    eigen: Eigenbasis
+    eigenvalues: torch.Tensor  # (out, in'): Λ (EK-FAC) or T̄ λ_S λ_Aᵀ (K-FAC)
+
+    def inverse_weights(self, regularization: float) -> torch.Tensor:
+        """1 / (Λ + λ): the damped inverse of the Fisher block, diagonal in the eigenbasis."""
+        return 1.0 / (self.eigenvalues + regularization)
