@@ -1,0 +1,122 @@
+"""The engine's time per stage against its floor, on a DistilBERT-architecture workload.
+
+The floor is what no influence method can avoid on this work, measured in the same run:
+plain forward+backward passes (loss summed over the batch, gradients of the tracked
+parameters) over the training data three times (covariance, eigenvalue correction,
+scores) and over the test data once (queries), plus float64 eigendecompositions of
+the same covariance matrices. Prints a table; asserts nothing.
+
+    python benchmarks/engine.py --workload small
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
+
+from influence import EkfacInfluence  # noqa: E402
+from influence.layers import resolve_layers  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(function, *args, **kwargs):
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    return result, time.perf_counter() - start
+
+
+def plain_passes(model: torch.nn.Module, batches: list[dict]) -> None:
+    """Forward and backward as a training step would, gradients on the tracked parameters only."""
+    tracked = {p for layer in resolve_layers(model, TRACKED_PATTERNS) for p in layer.module.parameters()}
+    flags = {p: p.requires_grad for p in model.parameters()}
+    for p in model.parameters():
+        p.requires_grad_(p in tracked)
+    try:
+        for batch in batches:
+            inputs = {k: v for k, v in batch.items() if k != "labels"}
+            logits = model(**inputs).logits
+            torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()
+            model.zero_grad(set_to_none=True)
+    finally:
+        for p, flag in flags.items():
+            p.requires_grad_(flag)
+
+
+def floor_eigendecompositions(engine: EkfacInfluence) -> None:
+    for factors in engine.factors.values():
+        sums = factors.covariance
+        torch.linalg.eigh((sums.activation / sums.tokens).double())
+        torch.linalg.eigh((sums.gradient / sums.tokens).double())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--mode", choices=("ekfac", "kfac"), default="ekfac")
+    parser.add_argument("--fisher", choices=("exact", "sampled", "empirical"), default="exact")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    workload = WORKLOADS[args.workload]
+    device = torch.device(args.device)
+    model = build_model(workload).to(device)
+    train = build_batches(workload, workload.train, seed=1)
+    test = build_batches(workload, workload.test, seed=2)
+    regularizations = [1e-5]
+
+    # Warm-up: one pass of each kind so that neither side pays first-call costs.
+    plain_passes(model, train[:1])
+    EkfacInfluence(model, TRACKED_PATTERNS).accumulate_covariance(train[:1])
+
+    _, floor_train = timed(plain_passes, model, train)
+    _, floor_test = timed(plain_passes, model, test)
+    floor_rss = peak_rss_mb()
+
+    engine = EkfacInfluence(model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode)
+    stages: dict[str, float] = {}
+    covariance, stages["covariance"] = timed(engine.accumulate_covariance, train)
+    eigen, stages["eigendecomposition"] = timed(engine.eigendecompose, covariance)
+    corrections = None
+    if args.mode == "ekfac":
+        corrections, stages["eigenvalue_correction"] = timed(engine.accumulate_eigenvalues, train, eigen)
+    engine.set_factors(covariance, eigen, corrections)
+    queries, stages["queries"] = timed(engine.query_gradients, test)
+    blocks, stages["scores"] = timed(lambda: list(engine.iter_scores(queries, train, regularizations)))
+    total = sum(stages.values())
+    _, floor_eigh = timed(floor_eigendecompositions, engine)
+    train_passes = 3 if args.mode == "ekfac" else 2
+    floor = train_passes * floor_train + floor_test + floor_eigh
+
+    print(f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
+          f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
+          f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher")
+    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}")
+    print(f"{'stage':<24}{'seconds':>10}")
+    for stage, seconds in stages.items():
+        print(f"{stage:<24}{seconds:>10.2f}")
+    print(f"{'engine total':<24}{total:>10.2f}")
+    print(f"{'floor':<24}{floor:>10.2f}   = {train_passes} x train pass {floor_train:.2f} + test pass "
+          f"{floor_test:.2f} + eigh {floor_eigh:.2f}")
+    print(f"{'ratio total / floor':<24}{total / floor:>10.2f}")
+    print(f"peak RSS: {floor_rss:,.0f} MB after the floor passes, {peak_rss_mb():,.0f} MB after the engine")
+    scores = torch.cat([b.total[0, 0] for b in blocks], dim=1)
+    print(f"scores {tuple(scores.shape)}, finite: {bool(torch.isfinite(scores).all())}")
+
+
+if __name__ == "__main__":
+    main()

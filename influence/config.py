@@ -1,0 +1,168 @@
+"""What a run is asked to do: the configuration shared by ``--export``, the UI and the store.
+
+Pure Python (no torch): the command line parses and validates it before anything heavy
+is imported, so that bad input fails in milliseconds with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from influence.errors import UserError
+
+DEMO = "demo"
+DEFAULT_STORE_NAME = "influence.h5"
+FISHER_CHOICES = ("exact", "sampled", "empirical")
+MODE_CHOICES = ("ekfac", "kfac")
+DEFAULT_REGULARIZATION = 1e-5
+DEFAULT_SWEEP = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
+SCORE_BLOCK_TARGET = 64  # train examples per scores write (rounded to whole batches)
+DEFAULT_CHECKPOINT_SECONDS = 30.0
+
+# Fields that change the numbers: a store is reused only when all of them match.
+# Everything else (device, paths, checkpoint cadence) may differ between runs.
+RUNTIME_FIELDS = ("store", "device", "checkpoint_seconds", "preset", "export")
+
+
+@dataclass
+class RunConfig:
+    """One analysis: which model, which data, which curvature, which regularization values."""
+
+    model: str = DEMO
+    dataset: str = DEMO
+    text_column: Optional[str] = None
+    label_column: Optional[str] = None
+    train_split: str = "train"
+    test_split: str = "test"
+    num_train: Optional[int] = None
+    num_test: Optional[int] = None
+    seed: int = 42
+    max_length: int = 128
+    batch_size: int = 8
+    layers: Optional[list[str]] = None
+    fisher: str = "exact"
+    mode: str = "ekfac"
+    regularization: float = DEFAULT_REGULARIZATION
+    sweep: list[float] = field(default_factory=lambda: list(DEFAULT_SWEEP))
+    corrupt: Optional[str] = "all"
+    trust_remote_code: bool = False
+    preset: Optional[str] = None
+    store: Optional[str] = None
+    export: Optional[str] = None
+    device: str = "auto"
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
+
+    # ----------------------------------------------------------- derived
+    @property
+    def is_demo_data(self) -> bool:
+        return self.dataset == DEMO
+
+    @property
+    def regularizations(self) -> list[float]:
+        """The sweep with the main value, ascending and without repeats: one scoring pass covers all."""
+        return sorted(set(self.sweep) | {self.regularization})
+
+    @property
+    def corruption_fraction(self) -> Optional[float]:
+        if self.corrupt is None:
+            return None
+        return 1.0 if self.corrupt == "all" else float(self.corrupt)
+
+    @property
+    def variants(self) -> list[str]:
+        return ["clean"] if self.corrupt is None else ["clean", "corrupted"]
+
+    @property
+    def factor_variants(self) -> list[str]:
+        """Labels enter the factors only through the empirical Fisher, so only then is a refit needed."""
+        return self.variants if self.fisher == "empirical" else ["clean"]
+
+    @property
+    def score_block(self) -> int:
+        return self.batch_size * max(1, round(SCORE_BLOCK_TARGET / self.batch_size))
+
+    def store_path(self) -> Path:
+        if self.store:
+            return Path(self.store)
+        if self.export:
+            return Path(self.export) / DEFAULT_STORE_NAME
+        raise UserError("no store path: give --store or --export")
+
+    def analysis_settings(self) -> dict[str, Any]:
+        """The fields that determine the numbers, as stored and compared on reuse."""
+        data = dataclasses.asdict(self)
+        for name in RUNTIME_FIELDS:
+            data.pop(name)
+        return data
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # ------------------------------------------------------- validation
+    def validate(self) -> "RunConfig":
+        """Refuse what cannot work, with a message that names the option."""
+        for name in ("num_train", "num_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be at least 1 (got {self.batch_size})")
+        if self.max_length < 2:
+            raise UserError(f"--max-length must be at least 2 (got {self.max_length})")
+        if self.fisher not in FISHER_CHOICES:
+            raise UserError(f"--fisher must be one of {', '.join(FISHER_CHOICES)} (got {self.fisher!r})")
+        if self.mode not in MODE_CHOICES:
+            raise UserError(f"--mode must be one of {', '.join(MODE_CHOICES)} (got {self.mode!r})")
+        check_regularization(self.regularization, "--regularization")
+        if not self.sweep:
+            raise UserError("--sweep needs at least one value")
+        for value in self.sweep:
+            check_regularization(value, "--sweep")
+        if self.corrupt is not None and self.corrupt != "all":
+            try:
+                fraction = float(self.corrupt)
+            except ValueError:
+                raise UserError(f"--corrupt must be 'all' or a fraction in (0, 1] (got {self.corrupt!r})") from None
+            if not 0.0 < fraction <= 1.0:
+                raise UserError(f"--corrupt must be 'all' or a fraction in (0, 1] (got {self.corrupt!r})")
+        if self.checkpoint_seconds < 0:
+            raise UserError("--checkpoint-every must be zero or positive")
+        return self
+
+
+def check_regularization(value: float, option: str) -> None:
+    if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) or value <= 0:
+        raise UserError(f"{option} values must be finite and > 0 (got {value})")
+
+
+NOTEBOOK_PRESET: dict[str, Any] = {
+    "model": "assemblyai/distilbert-base-uncased-sst2",
+    "dataset": "imdb",
+    "seed": 42,
+    "num_train": 100,
+    "num_test": 100,
+    "max_length": 512,
+    "regularization": 1e-5,
+    "sweep": [1e-15, 1e-9, 1e-5, 1.0],
+    "layers": None,
+    "corrupt": "all",
+}
+PRESETS = {"notebook": NOTEBOOK_PRESET}
+
+# Subset sizes when none are given: the demo is sized to finish in a couple of minutes on
+# two CPU cores, any other data gets the notebook's 100 × 100.
+DEMO_SUBSET = (400, 100)
+DEFAULT_SUBSET = (100, 100)
+
+
+def default_subset(config: RunConfig) -> tuple[int, int]:
+    return DEMO_SUBSET if config.is_demo_data else DEFAULT_SUBSET

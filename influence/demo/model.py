@@ -1,0 +1,185 @@
+"""The demo classifier: a small DistilBERT-architecture model with its own word-level tokenizer.
+
+It is trained on the chosen dataset's train split the first time it is needed, then kept
+in the user cache under a fingerprint of its training data and settings. It is saved
+with ``save_pretrained``, so that the analysis loads it through exactly the same code as
+any real model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
+
+CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"
+STAGE_TRAINING = "training"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MAX_TRAIN_EXAMPLES = 8000  # enough for the demo model to learn; keeps first runs short on real data
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """Everything that determines the trained weights (part of the cache fingerprint)."""
+
+    version: int = 1
+    vocab_size: int = 6000
+    min_frequency: int = 2
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    hidden: int = 256
+    epochs: int = 4
+    batch_size: int = 32
+    learning_rate: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+
+
+def cache_root() -> Path:
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("influence-explorer"))
+
+
+def fingerprint(texts: Sequence[str], labels: np.ndarray, num_labels: int, max_length: int, seed: int,
+                settings: DemoSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr((asdict(settings), num_labels, max_length, seed)).encode())
+    for text in texts:
+        digest.update(text.encode())
+        digest.update(b"\0")
+    digest.update(np.asarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSettings):
+    """A lower-cased word-level tokenizer trained on ``texts``, as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    core.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    trainer = trainers.WordLevelTrainer(
+        vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, special_tokens=list(SPECIAL_TOKENS)
+    )
+    core.train_from_iterator(texts, trainer)
+    cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+    core.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+    )
+
+
+def build_model(vocab_size: int, label_names: Sequence[str], max_length: int, settings: DemoSettings):
+    from transformers import DistilBertConfig, DistilBertForSequenceClassification
+
+    config = DistilBertConfig(
+        vocab_size=vocab_size,
+        dim=settings.dim,
+        n_layers=settings.layers,
+        n_heads=settings.heads,
+        hidden_dim=settings.hidden,
+        max_position_embeddings=max(max_length, 128),
+        num_labels=len(label_names),
+        id2label=dict(enumerate(label_names)),
+        label2id={name: i for i, name in enumerate(label_names)},
+        pad_token_id=0,
+    )
+    return DistilBertForSequenceClassification(config)
+
+
+def _train(model, tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int, seed: int,
+           settings: DemoSettings, progress: Optional[ProgressCallback], cancel: Optional[threading.Event]) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+    targets = torch.as_tensor(labels, dtype=torch.long)
+    steps_per_epoch = (len(encoded) + settings.batch_size - 1) // settings.batch_size
+    total_steps = steps_per_epoch * settings.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    warmup = max(1, int(settings.warmup_fraction * total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup)))
+    )
+    model.train()
+    step = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(encoded), generator=generator).tolist()
+        for start in range(0, len(order), settings.batch_size):
+            check_cancel(cancel)
+            rows = order[start : start + settings.batch_size]
+            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
+            loss = model(**batch, labels=targets[rows]).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            report(progress, ProgressEvent(STAGE_TRAINING, step, total_steps, "steps"))
+    model.eval()
+
+
+def ensure_demo_model(
+    texts: Sequence[str],
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    *,
+    max_length: int,
+    seed: int,
+    settings: DemoSettings = DemoSettings(),
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+) -> Path:
+    """The folder of a demo model trained on (texts, labels): from the cache, or trained now.
+
+    Training writes into a temporary folder that is renamed into place when complete, so
+    an interrupted first run never leaves a half-written model behind.
+    """
+    texts, labels = list(texts[:MAX_TRAIN_EXAMPLES]), np.asarray(labels[:MAX_TRAIN_EXAMPLES])
+    key = fingerprint(texts, labels, len(label_names), max_length, seed, settings)
+    folder = cache_root() / "demo-models" / key
+    if (folder / "config.json").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    from influence.modeling import quiet_libraries
+
+    quiet_libraries()
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(texts, max_length, settings)
+    model = build_model(len(tokenizer), label_names, max_length, settings)
+    _train(model, tokenizer, texts, labels, max_length, seed, settings, progress, cancel)
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        os.replace(staging, folder)
+    except OSError:
+        if (folder / "config.json").is_file():  # another process finished the same model first
+            return folder
+        raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder

@@ -1,0 +1,584 @@
+"""From a configuration to a finished store: every stage, written as it goes, resumable.
+
+Stages, in order (``store.schema.STAGES``): predictions; per factor variant the
+covariance, eigendecomposition and eigenvalue correction; queries; scores. Each stage
+records its progress in the store; a run that finds a stage done skips it, one that
+finds it part-way (partial sums checkpointed every ``checkpoint_seconds``, eigenbases
+layer by layer, scores block by block) continues from there. Because partial sums are
+stored in the dtype they are accumulated in and the data order is fixed, a resumed run
+gives the same numbers as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+from influence.config import DEMO, RunConfig
+from influence.data import PreparedData, SplitSelection, prepare_data
+from influence.ekfac import EkfacInfluence, Queries, ScoreBatch
+from influence.errors import UserError
+from influence.factors import CovarianceSums, Eigenbasis, EigenvalueSums, LayerFactors, corrected_eigenvalues
+from influence.layers import LayerSelectionError
+from influence.modeling import LoadedModel, count_parameters, load_classifier, resolve_device, weights_fingerprint
+from influence.progress import Cancelled, ProgressCallback, ProgressEvent, check_cancel, report
+from store.errors import StoreWriteError
+from store.layout import VARIANT_CLEAN, ExampleTable, LayerInfo, StoreLayout
+from store.schema import STAGES, stage_key
+from store.writer import StoreWriter
+
+STAGE_PREDICTIONS, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_CORRECTION, STAGE_QUERIES, STAGE_SCORES = STAGES
+LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
+QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
+# Store dataset name -> Eigenbasis attribute.
+EIGEN_FIELDS = {
+    "activation_eigenvectors": "activation_vectors",
+    "activation_eigenvalues": "activation_values",
+    "gradient_eigenvectors": "gradient_vectors",
+    "gradient_eigenvalues": "gradient_values",
+}
+
+
+@dataclass
+class Analysis:
+    """Everything a run needs, prepared before the store is opened."""
+
+    config: RunConfig
+    loaded: LoadedModel
+    data: PreparedData
+    label_names: list[str]
+    engines: dict[str, EkfacInfluence]  # one per factor variant
+    train_batches: list[dict[str, torch.Tensor]]
+    test_batches: list[dict[str, torch.Tensor]]
+    layout: StoreLayout
+
+    @property
+    def engine(self) -> EkfacInfluence:
+        return self.engines[VARIANT_CLEAN]
+
+
+# --------------------------------------------------------------------- prepare
+def _tokenized_batches(
+    tokenizer, selection: SplitSelection, extra_labels: Optional[np.ndarray], batch_size: int, max_length: int
+) -> list[dict[str, torch.Tensor]]:
+    """Dynamic padding per batch: the engine ignores padding, so shorter batches cost less."""
+    encoded = tokenizer(selection.texts, truncation=True, max_length=max_length)
+    features = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in encoded]
+    batches = []
+    for start in range(0, len(selection), batch_size):
+        rows = {k: encoded[k][start : start + batch_size] for k in features}
+        batch = dict(tokenizer.pad(rows, return_tensors="pt"))
+        batch["labels"] = torch.as_tensor(selection.labels[start : start + batch_size])
+        if extra_labels is not None:
+            batch["corrupted_labels"] = torch.as_tensor(extra_labels[start : start + batch_size])
+        batches.append(batch)
+    return batches
+
+
+def _label_names(loaded: LoadedModel, data: PreparedData) -> list[str]:
+    names = loaded.label_names
+    generic = all(name == f"LABEL_{i}" for i, name in enumerate(names))
+    if generic and data.label_names and len(data.label_names) == len(names):
+        return list(data.label_names)
+    return names
+
+
+def _data_fingerprint(data: PreparedData, config: RunConfig, tokenizer) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr((config.max_length, type(tokenizer).__name__, len(tokenizer))).encode())
+    for selection in (data.train, data.test):
+        for text in selection.texts:
+            digest.update(text.encode())
+            digest.update(b"\0")
+        digest.update(selection.labels.tobytes())
+        digest.update(selection.dataset_index.tobytes())
+    digest.update(data.corrupted_labels.tobytes())
+    return digest.hexdigest()
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in ("influence-explorer", "torch", "transformers", "datasets", "h5py", "numpy"):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "unknown"
+    return versions
+
+
+def _load_model_and_data(
+    config: RunConfig, device: torch.device, progress: Optional[ProgressCallback], cancel: Optional[threading.Event]
+) -> tuple[LoadedModel, PreparedData]:
+    if config.model != DEMO:
+        loaded = load_classifier(config.model, trust_remote_code=config.trust_remote_code, device=device)
+        return loaded, prepare_data(config, loaded.num_labels, dict(loaded.model.config.label2id))
+    from influence.demo.model import ensure_demo_model
+
+    data = prepare_data(config, None, {}, include_full_train=True)
+    assert data.full_train is not None and data.label_names is not None
+    folder = ensure_demo_model(
+        data.full_train.texts,
+        data.full_train.labels,
+        data.label_names,
+        max_length=config.max_length,
+        seed=config.seed,
+        progress=progress,
+        cancel=cancel,
+    )
+    return load_classifier(str(folder), trust_remote_code=False, device=device), data
+
+
+def prepare(
+    config: RunConfig,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+) -> Analysis:
+    """Load the model and data, choose the layers, tokenize, and describe the store to write."""
+    device = resolve_device(config.device)
+    loaded, data = _load_model_and_data(config, device, progress, cancel)
+    try:
+        engines = {
+            variant: EkfacInfluence(loaded.model, config.layers, config.fisher, config.mode, seed=config.seed)
+            for variant in config.factor_variants
+        }
+    except LayerSelectionError as error:
+        raise UserError(str(error)) from None
+    corrupted = data.corrupted_labels if config.corrupt is not None else None
+    train_batches = _tokenized_batches(loaded.tokenizer, data.train, corrupted, config.batch_size, config.max_length)
+    test_batches = _tokenized_batches(loaded.tokenizer, data.test, None, config.batch_size, config.max_length)
+    label_names = _label_names(loaded, data)
+    engine = engines[VARIANT_CLEAN]
+    settings = config.analysis_settings()
+    settings.update(num_train=len(data.train), num_test=len(data.test), layers=engine.layer_names)
+    layout = StoreLayout(
+        config=settings,
+        library_versions=_library_versions(),
+        model_fingerprint=weights_fingerprint(loaded.model),
+        data_fingerprint=_data_fingerprint(data, config, loaded.tokenizer),
+        label_names=label_names,
+        layers=[LayerInfo(l.name, l.in_features, l.out_features, l.has_bias, l.kind) for l in engine.layers],
+        train=ExampleTable(data.train.texts, data.train.labels, data.train.dataset_index, data.corrupted_labels),
+        test=ExampleTable(data.test.texts, data.test.labels, data.test.dataset_index, data.test.labels),
+        variants=config.variants,
+        factor_variants=config.factor_variants,
+        regularizations=config.regularizations,
+        main_regularization=config.regularization,
+        factor_dtype=str(engine.factor_dtype).removeprefix("torch."),
+        score_block=config.score_block,
+    )
+    return Analysis(config, loaded, data, label_names, engines, train_batches, test_batches, layout)
+
+
+# ------------------------------------------------------------------ the stages
+def _numpy(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().to("cpu").numpy()
+
+
+def _tensor(array: np.ndarray, engine: EkfacInfluence) -> torch.Tensor:
+    return torch.as_tensor(np.ascontiguousarray(array), device=engine.device)
+
+
+class _Checkpoints:
+    """Say when partial sums are due to be saved: every ``seconds`` (0 = after every batch)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        if time.monotonic() - self.last >= self.seconds:
+            self.last = time.monotonic()
+            return True
+        return False
+
+
+def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict:
+    """Accuracy, F1 (of class 1 for binary tasks, as sklearn's default; macro otherwise), confusion."""
+    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
+    np.add.at(confusion, (labels, predictions), 1)
+    true_pos = np.diag(confusion).astype(float)
+    precision = np.divide(true_pos, confusion.sum(0), out=np.zeros(num_labels), where=confusion.sum(0) > 0)
+    recall = np.divide(true_pos, confusion.sum(1), out=np.zeros(num_labels), where=confusion.sum(1) > 0)
+    denominator = precision + recall
+    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_labels), where=denominator > 0)
+    return {
+        "accuracy": float((labels == predictions).mean()),
+        "f1": float(f1[1] if num_labels == 2 else f1.mean()),
+        "f1_average": "binary (class 1)" if num_labels == 2 else "macro",
+        "f1_per_class": f1.tolist(),
+        "confusion": confusion.tolist(),
+        "count": int(len(labels)),
+    }
+
+
+class StageRunner:
+    """Runs the stages of one analysis against an open store writer."""
+
+    def __init__(
+        self,
+        analysis: Analysis,
+        writer: StoreWriter,
+        progress: Optional[ProgressCallback],
+        cancel: Optional[threading.Event],
+    ):
+        self.analysis = analysis
+        self.writer = writer
+        self.progress = progress
+        self.cancel = cancel
+        self.config = analysis.config
+        self.layout = analysis.layout
+
+    # ---------------------------------------------------------------- plumbing
+    def _report(self, key: str, done: int, total: int, unit: str, message: str = "") -> None:
+        report(self.progress, ProgressEvent(key, done, total, unit, message))
+
+    @contextmanager
+    def _stage(self, key: str, total: int, unit: str) -> Iterator[None]:
+        """Mark ``key`` running, then done, cancelled or failed; a store write error stays itself."""
+        self.writer.set_stage(key, "running", total=total, unit=unit)
+        self._report(key, self.writer.stage(key).done, total, unit)
+        try:
+            yield
+        except Cancelled:
+            self.writer.set_stage(key, "cancelled", message="cancelled by the user")
+            raise
+        except StoreWriteError:
+            raise
+        except Exception as error:
+            self.writer.set_stage(key, "failed", message=f"{type(error).__name__}: {error}"[:200])
+            raise
+        self.writer.set_stage(key, "done", done=total)
+        self._report(key, total, total, unit)
+
+    def _done(self, key: str) -> bool:
+        return self.writer.stage(key).status == "done"
+
+    # ------------------------------------------------------------- predictions
+    def predictions(self) -> None:
+        key = STAGE_PREDICTIONS
+        if self._done(key):
+            return
+        batches = {"train": self.analysis.train_batches, "test": self.analysis.test_batches}
+        total = sum(len(b) for b in batches.values())
+        model = self.analysis.loaded.model
+        with self._stage(key, total, "batches"):
+            done = 0
+            for split, split_batches in batches.items():
+                probabilities = []
+                for batch in split_batches:
+                    check_cancel(self.cancel)
+                    inputs = {k: v.to(self.analysis.engine.device) for k, v in batch.items() if "labels" not in k}
+                    with torch.no_grad():
+                        logits = getattr(model(**inputs), "logits")
+                    probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
+                    done += 1
+                    self._report(key, done, total, "batches")
+                probs = torch.cat(probabilities).numpy()
+                self.writer.write_predictions(split, probs.argmax(axis=1).astype(np.int64), probs)
+                if split == "test":
+                    labels = self.layout.test.label
+                    self.writer.write_metrics(
+                        classification_metrics(labels, probs.argmax(axis=1), len(self.analysis.label_names))
+                    )
+
+    # ----------------------------------------------------------------- factors
+    def fit(self, variant: str) -> EkfacInfluence:
+        """Covariance, eigendecomposition and eigenvalue correction of one factor variant."""
+        engine = self.analysis.engines[variant]
+        covariance = self._covariance(engine, variant)
+        eigen = self._eigendecomposition(engine, variant, covariance)
+        eigenvalues = self._eigenvalue_correction(engine, variant, covariance, eigen)
+        engine.factors = {
+            name: LayerFactors(covariance[name], eigen[name], eigenvalues[name]) for name in engine.layer_names
+        }
+        return engine
+
+    def _read_covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
+        sums = {}
+        for index, name in enumerate(engine.layer_names):
+            counts = self.writer.read_factor_counts(variant, index)
+            sums[name] = CovarianceSums(
+                _tensor(self.writer.read_factor(variant, index, "activation_covariance"), engine),
+                _tensor(self.writer.read_factor(variant, index, "gradient_covariance"), engine),
+                counts["tokens"],
+                counts["examples"],
+            )
+        return sums
+
+    def _write_covariance(self, engine: EkfacInfluence, variant: str, sums: dict[str, CovarianceSums]) -> None:
+        for index, name in enumerate(engine.layer_names):
+            self.writer.write_factor(variant, index, "activation_covariance", _numpy(sums[name].activation))
+            self.writer.write_factor(variant, index, "gradient_covariance", _numpy(sums[name].gradient))
+            self.writer.write_factor_counts(variant, index, sums[name].tokens, sums[name].examples)
+
+    def _covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
+        key = stage_key(STAGE_COVARIANCE, variant)
+        record = self.writer.stage(key)
+        if record.status == "done":
+            return self._read_covariance(engine, variant)
+        batches = self.analysis.train_batches
+        start = record.done if record.done > 0 else 0
+        sums = self._read_covariance(engine, variant) if start else engine.new_covariance()
+        checkpoints = _Checkpoints(self.config.checkpoint_seconds)
+
+        def on_batch(index: int, current: dict[str, CovarianceSums]) -> None:
+            if checkpoints.due() and index + 1 < len(batches):
+                self._write_covariance(engine, variant, current)
+                self.writer.set_stage(key, "running", done=index + 1)
+
+        with self._stage(key, len(batches), "batches"):
+            engine.accumulate_covariance(
+                batches, sums, start_batch=start, label_key=LABEL_KEYS[variant], on_batch=on_batch,
+                progress=self._forward(key), cancel=self.cancel,
+            )
+            self._write_covariance(engine, variant, sums)
+        return sums
+
+    def _eigendecomposition(
+        self, engine: EkfacInfluence, variant: str, covariance: dict[str, CovarianceSums]
+    ) -> dict[str, Eigenbasis]:
+        key = stage_key(STAGE_EIGEN, variant)
+        record = self.writer.stage(key)
+        finished = len(engine.layers) if record.status == "done" else max(record.done, 0)
+        eigen: dict[str, Eigenbasis] = {}
+        for index, name in enumerate(engine.layer_names[:finished]):
+            eigen[name] = Eigenbasis(
+                **{attr: _tensor(self.writer.read_factor(variant, index, field), engine)
+                   for field, attr in EIGEN_FIELDS.items()}
+            )
+        if record.status == "done":
+            return eigen
+        with self._stage(key, len(engine.layers), "layers"):
+            for index, name in enumerate(engine.layer_names):
+                if name in eigen:
+                    continue
+                check_cancel(self.cancel)
+                basis = Eigenbasis.of(covariance[name], engine.factor_dtype)
+                for field, attr in EIGEN_FIELDS.items():
+                    self.writer.write_factor(variant, index, field, _numpy(getattr(basis, attr)))
+                eigen[name] = basis
+                self.writer.set_stage(key, "running", done=index + 1)
+                self._report(key, index + 1, len(engine.layers), "layers", name)
+        return eigen
+
+    def _eigenvalue_correction(
+        self,
+        engine: EkfacInfluence,
+        variant: str,
+        covariance: dict[str, CovarianceSums],
+        eigen: dict[str, Eigenbasis],
+    ) -> dict[str, torch.Tensor]:
+        key = stage_key(STAGE_CORRECTION, variant)
+        record = self.writer.stage(key)
+        names = engine.layer_names
+        if record.status == "done":
+            return {name: _tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine)
+                    for i, name in enumerate(names)}
+        batches = self.analysis.train_batches
+        if engine.mode == "kfac":
+            with self._stage(key, len(names), "layers"):
+                values = {name: corrected_eigenvalues("kfac", covariance[name], eigen[name], None) for name in names}
+                for index, name in enumerate(names):
+                    self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
+            return values
+        start = record.done if record.done > 0 else 0
+        examples_before = sum(len(b["labels"]) for b in batches[:start])
+        if start:
+            sums = {name: EigenvalueSums(_tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine),
+                                         examples_before) for i, name in enumerate(names)}
+        else:
+            sums = engine.new_eigenvalue_sums()
+        checkpoints = _Checkpoints(self.config.checkpoint_seconds)
+
+        def write(values: dict[str, torch.Tensor]) -> None:
+            for index, name in enumerate(names):
+                self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
+
+        def on_batch(index: int, current: dict[str, EigenvalueSums]) -> None:
+            # Until the stage is done the dataset holds the running sums of squares.
+            if checkpoints.due() and index + 1 < len(batches):
+                write({name: current[name].squares for name in names})
+                self.writer.set_stage(key, "running", done=index + 1)
+
+        with self._stage(key, len(batches), "batches"):
+            engine.accumulate_eigenvalues(
+                batches, eigen, sums, start_batch=start, label_key=LABEL_KEYS[variant], on_batch=on_batch,
+                progress=self._forward(key), cancel=self.cancel,
+            )
+            values = {name: corrected_eigenvalues("ekfac", covariance[name], eigen[name], sums[name]) for name in names}
+            write(values)
+        return values
+
+    def _forward(self, key: str) -> Optional[ProgressCallback]:
+        """Engine progress events renamed to this run's stage key (variant suffix included)."""
+        if self.progress is None:
+            return None
+        progress = self.progress
+        return lambda event: progress(ProgressEvent(key, event.done, event.total, event.unit, event.message))
+
+    # ----------------------------------------------------------------- queries
+    def queries(self, engines: dict[str, EkfacInfluence]) -> dict[str, Queries]:
+        """The test gradients, kept in memory (they are recomputed, not stored, on resume)."""
+        key = STAGE_QUERIES
+        batches = self.analysis.test_batches
+        _check_query_memory(self.analysis.engine, len(self.layout.test) * len(engines))
+        queries: dict[str, Queries] = {}
+        with self._stage(key, len(batches) * len(engines), "batches"):
+            for offset, (variant, engine) in enumerate(engines.items()):
+                forward = self._forward(key)
+                shifted = None if forward is None else (
+                    lambda e, o=offset: forward(ProgressEvent(key, e.done + o * len(batches), len(batches) * len(engines), e.unit))
+                )
+                queries[variant] = engine.query_gradients(batches, progress=shifted, cancel=self.cancel)
+            for variant in self.layout.variants:
+                factor_variant = self.layout.factor_variant_of(variant)
+                values = engines[factor_variant].query_self_influence(queries[factor_variant], self.layout.regularizations)
+                for reg_index in range(len(self.layout.regularizations)):
+                    self.writer.write_test_self(variant, reg_index, _numpy(values[reg_index]).astype(np.float32))
+        return queries
+
+    # ------------------------------------------------------------------ scores
+    def _score_stream(
+        self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries], batches: Sequence[dict]
+    ) -> Iterator[ScoreBatch]:
+        """Score batches with every variant along axis 0: one pass when the factors are shared."""
+        regs = self.layout.regularizations
+        if len(engines) == 1:
+            label_keys = [LABEL_KEYS[v] for v in self.layout.variants]
+            yield from engines[VARIANT_CLEAN].iter_scores(
+                queries[VARIANT_CLEAN], batches, regs, label_keys=label_keys, cancel=self.cancel
+            )
+            return
+        streams = [
+            engines[v].iter_scores(queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], cancel=self.cancel)
+            for v in self.layout.variants
+        ]
+        for parts in zip(*streams):
+            yield ScoreBatch(
+                parts[0].index,
+                torch.cat([p.layers for p in parts]),
+                torch.cat([p.self_influence for p in parts]),
+            )
+
+    def scores(self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries]) -> None:
+        key = STAGE_SCORES
+        layout = self.layout
+        completed = self.writer.completed_blocks()
+        batches_per_block = layout.score_block // self.config.batch_size
+        with self._stage(key, layout.n_train, "examples"):
+            done = int(sum(layout.block_columns(b)[1] - layout.block_columns(b)[0] for b in np.flatnonzero(completed)))
+            for block in range(layout.n_blocks):
+                if completed[block]:
+                    continue
+                batches = self.analysis.train_batches[block * batches_per_block : (block + 1) * batches_per_block]
+                parts = list(self._score_stream(engines, queries, batches))
+                layers = torch.cat([p.layers for p in parts], dim=-1)  # (V, K, L, n_test, w)
+                self_influence = torch.cat([p.self_influence for p in parts], dim=-1)  # (V, K, w)
+                totals, per_layer, train_self = {}, {}, {}
+                for v, variant in enumerate(layout.variants):
+                    for k in range(len(layout.regularizations)):
+                        per_layer[(variant, k)] = _numpy(layers[v, k]).astype(np.float32)
+                        totals[(variant, k)] = _numpy(layers[v, k].sum(dim=0)).astype(np.float32)
+                        train_self[(variant, k)] = _numpy(self_influence[v, k]).astype(np.float32)
+                self.writer.write_score_block(block, total=totals, layers=per_layer, train_self=train_self)
+                done += layers.shape[-1]
+                self.writer.set_stage(key, "running", done=done)
+                self._report(key, done, layout.n_train, "examples")
+
+    # --------------------------------------------------------------------- all
+    def run(self) -> None:
+        self.predictions()
+        engines = {variant: self.fit(variant) for variant in self.layout.factor_variants}
+        if self._done(STAGE_SCORES):
+            return
+        queries = self.queries(engines)
+        self.scores(engines, queries)
+
+
+def _check_query_memory(engine: EkfacInfluence, query_count: int) -> None:
+    """The test gradients stay in memory for the whole scores pass: refuse what cannot fit."""
+    itemsize = torch.empty((), dtype=engine.factor_dtype).element_size()
+    needed = query_count * engine.tracked_parameters * itemsize
+    available = _available_memory(engine.device)
+    if available is not None and needed > QUERY_MEMORY_FRACTION * available:
+        raise UserError(
+            f"the test gradients need {needed / 2**30:.1f} GiB ({query_count} test examples x "
+            f"{engine.tracked_parameters:,} tracked parameters) but {available / 2**30:.1f} GiB is free on "
+            f"{engine.device}: use fewer --num-test examples or fewer --layers"
+        )
+
+
+def _available_memory(device: torch.device) -> Optional[int]:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def run_pipeline(
+    config: RunConfig,
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+) -> Path:
+    """Compute (or finish) the analysis of ``config`` into its store; returns the store's path."""
+    started = time.time()
+    analysis = prepare(config, progress, cancel)
+    path = config.store_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with StoreWriter.open_or_create(path, analysis.layout) as writer:
+        StageRunner(analysis, writer, progress, cancel).run()
+        writer.write_summary(
+            "run",
+            {
+                "device": str(analysis.engine.device),
+                "threads": torch.get_num_threads(),
+                "model_source": analysis.loaded.source,
+                "total_parameters": count_parameters(analysis.loaded.model),
+                "tracked_parameters": analysis.engine.tracked_parameters,
+                "fisher": config.fisher,
+                "mode": config.mode,
+                "wall_seconds_last_run": round(time.time() - started, 3),
+            },
+        )
+    return path
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work when the output folder cannot be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UserError(f"cannot write to output folder {folder}: {error.strerror or error}") from None
+
+
+def run_export(config: RunConfig, top_k: int = 10) -> list[Path]:
+    """``--export``: compute (or finish) the store, then write the tables beside it."""
+    from influence.console import StderrProgress
+    from store.export import export_tables
+    from store.reader import StoreReader
+
+    out = Path(config.export or ".")
+    _check_writable(out)
+    _check_writable(config.store_path().parent)
+    with StderrProgress() as progress:
+        store_path = run_pipeline(config, progress=progress)
+    with StoreReader(store_path) as reader:
+        tables = export_tables(reader, out, k=top_k)
+    return [store_path, *tables]
