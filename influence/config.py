@@ -7,7 +7,10 @@ is imported, so that bad input fails in milliseconds with a one-line message.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +19,7 @@ from influence.errors import UserError
 
 DEMO = "demo"
 DEFAULT_STORE_NAME = "influence.h5"
+CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests point it at a temporary one)
 FISHER_CHOICES = ("exact", "sampled", "empirical")
 MODE_CHOICES = ("ekfac", "kfac")
 DEFAULT_REGULARIZATION = 1e-5
@@ -86,11 +90,14 @@ class RunConfig:
         return self.batch_size * max(1, round(SCORE_BLOCK_TARGET / self.batch_size))
 
     def store_path(self) -> Path:
+        """--store, else OUT/influence.h5 with --export, else a folder of the user cache named
+        after the analysis settings, so that the UI reopens a finished analysis at once."""
         if self.store:
             return Path(self.store)
         if self.export:
             return Path(self.export) / DEFAULT_STORE_NAME
-        raise UserError("no store path: give --store or --export")
+        settings = json.dumps(self.analysis_settings(), sort_keys=True).encode()
+        return cache_root() / "runs" / hashlib.sha256(settings).hexdigest()[:16] / DEFAULT_STORE_NAME
 
     def analysis_settings(self) -> dict[str, Any]:
         """The fields that determine the numbers, as stored and compared on reuse."""
@@ -137,6 +144,16 @@ class RunConfig:
         if self.checkpoint_seconds < 0:
             raise UserError("--checkpoint-every must be zero or positive")
         return self
+
+
+def cache_root() -> Path:
+    """Where the demo models and the UI's analyses live between runs."""
+    override = os.environ.get(CACHE_ENV)
+    if override:
+        return Path(override)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("influence-explorer"))
 
 
 def check_regularization(value: float, option: str) -> None:

@@ -20,9 +20,9 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from influence.config import cache_root
 from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
 
-CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"
 STAGE_TRAINING = "training"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 MAX_TRAIN_EXAMPLES = 8000  # enough for the demo model to learn; keeps first runs short on real data
@@ -44,15 +44,6 @@ class DemoSettings:
     learning_rate: float = 2e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
-
-
-def cache_root() -> Path:
-    override = os.environ.get(CACHE_ENV)
-    if override:
-        return Path(override)
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("influence-explorer"))
 
 
 def fingerprint(texts: Sequence[str], labels: np.ndarray, num_labels: int, max_length: int, seed: int,
