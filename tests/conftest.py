@@ -1,0 +1,27 @@
+"""Test-wide settings and the small local models and datasets the pipeline tests load.
+
+Everything is offline: HF_HUB_OFFLINE=1, and models and datasets are built here and
+saved with save_pretrained / save_to_disk / plain files, so the real loading code runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+IMDB = ROOT.parent / "shared" / "data" / "imdb"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory, monkeypatch):
+    """Demo models and UI stores go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))

@@ -1,0 +1,80 @@
+"""Builders for the local model folders and dataset files the pipeline tests load."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from influence.demo.corpus import LABEL_NAMES, generate_corpus
+from influence.demo.model import DemoSettings, build_model, build_tokenizer
+
+ASSET_SEED = 5
+TINY_SETTINGS = DemoSettings(dim=16, layers=1, heads=2, hidden=32, vocab_size=800)
+
+
+def corpus_rows(num_train: int = 120, num_test: int = 40) -> dict[str, list[dict]]:
+    corpus = generate_corpus(num_train, num_test, seed=ASSET_SEED)
+    return {
+        "train": [{"text": r.text, "label": r.label} for r in corpus.train],
+        "test": [{"text": r.text, "label": r.label} for r in corpus.test],
+    }
+
+
+def save_tiny_model(folder: Path, rows: dict[str, list[dict]], max_length: int = 64) -> Path:
+    """An untrained tiny DistilBERT classifier with its own tokenizer, via save_pretrained."""
+    import torch
+
+    torch.manual_seed(ASSET_SEED)
+    texts = [r["text"] for r in rows["train"]]
+    tokenizer = build_tokenizer(texts, max_length, TINY_SETTINGS)
+    model = build_model(len(tokenizer), LABEL_NAMES, max_length, TINY_SETTINGS)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_csv_folder(folder: Path, rows: dict[str, list[dict]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        with open(folder / f"{split}.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["text", "label"])
+            writer.writeheader()
+            writer.writerows(split_rows)
+    return folder
+
+
+def write_jsonl(path: Path, split_rows: list[dict], text_key: str = "text", label_key: str = "label") -> Path:
+    with open(path, "w") as handle:
+        for row in split_rows:
+            handle.write(json.dumps({text_key: row["text"], label_key: row["label"]}) + "\n")
+    return path
+
+
+def write_parquet_folder(folder: Path, rows: dict[str, list[dict]]) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        table = pa.table({"text": [r["text"] for r in split_rows], "label": np.array([r["label"] for r in split_rows])})
+        pq.write_table(table, folder / f"{split}.parquet")
+    return folder
+
+
+def save_to_disk(folder: Path, rows: dict[str, list[dict]]) -> Path:
+    import datasets
+
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABEL_NAMES))})
+    dataset = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {"text": [r["text"] for r in split_rows], "label": [r["label"] for r in split_rows]}, features=features
+            )
+            for split, split_rows in rows.items()
+        }
+    )
+    dataset.save_to_disk(str(folder))
+    return folder
