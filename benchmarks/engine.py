@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
+from influence.ekfac import DEFAULT_CACHE_BYTES, TrainCache  # noqa: E402
 from influence.layers import resolve_layers  # noqa: E402
 
 
@@ -69,6 +70,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", choices=("ekfac", "kfac"), default="ekfac")
     parser.add_argument("--fisher", choices=("exact", "sampled", "empirical"), default="exact")
+    parser.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES // 2**20,
+                        help="token matrices kept between passes (0: every pass runs forward and backward)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     workload = WORKLOADS[args.workload]
@@ -87,15 +90,16 @@ def main() -> None:
     floor_rss = peak_rss_mb()
 
     engine = EkfacInfluence(model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode)
+    cache = TrainCache(args.cache_mib * 2**20)
     stages: dict[str, float] = {}
-    covariance, stages["covariance"] = timed(engine.accumulate_covariance, train)
+    covariance, stages["covariance"] = timed(engine.accumulate_covariance, train, cache=cache)
     eigen, stages["eigendecomposition"] = timed(engine.eigendecompose, covariance)
     corrections = None
     if args.mode == "ekfac":
-        corrections, stages["eigenvalue_correction"] = timed(engine.accumulate_eigenvalues, train, eigen)
+        corrections, stages["eigenvalue_correction"] = timed(engine.accumulate_eigenvalues, train, eigen, cache=cache)
     engine.set_factors(covariance, eigen, corrections)
     queries, stages["queries"] = timed(engine.query_gradients, test)
-    blocks, stages["scores"] = timed(lambda: list(engine.iter_scores(queries, train, regularizations)))
+    blocks, stages["scores"] = timed(lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
     total = sum(stages.values())
     _, floor_eigh = timed(floor_eigendecompositions, engine)
     train_passes = 3 if args.mode == "ekfac" else 2
@@ -113,6 +117,7 @@ def main() -> None:
     print(f"{'floor':<24}{floor:>10.2f}   = {train_passes} x train pass {floor_train:.2f} + test pass "
           f"{floor_test:.2f} + eigh {floor_eigh:.2f}")
     print(f"{'ratio total / floor':<24}{total / floor:>10.2f}")
+    print(f"train cache: {len(cache)}/{len(train)} batches, {cache.bytes / 2**20:,.0f} MiB")
     print(f"peak RSS: {floor_rss:,.0f} MB after the floor passes, {peak_rss_mb():,.0f} MB after the engine")
     scores = torch.cat([b.total[0, 0] for b in blocks], dim=1)
     print(f"scores {tuple(scores.shape)}, finite: {bool(torch.isfinite(scores).all())}")

@@ -28,10 +28,34 @@ class LayerTokens:
     activations: torch.Tensor
     gradients: list[torch.Tensor]
     mask: torch.Tensor  # (B, T), 1 for real tokens
+    _rows: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
 
     @property
     def token_count(self) -> int:
         return int(self.mask.sum().item())
+
+    @property
+    def padded(self) -> bool:
+        return self.token_count < self.mask.numel()
+
+    def _row_index(self) -> torch.Tensor:
+        if self._rows is None:
+            self._rows = self.mask.reshape(-1).nonzero().squeeze(1)
+        return self._rows
+
+    def real_rows(self, matrix: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) → (real tokens, d): padding rows cost nothing in the products that follow."""
+        flat = matrix.reshape(-1, matrix.shape[-1])
+        return flat.index_select(0, self._row_index()) if self.padded else flat
+
+    def scatter(self, rows: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`real_rows`: (real tokens, d) → (B, T, d) with zero padding."""
+        batch, length = self.mask.shape
+        if not self.padded:
+            return rows.reshape(batch, length, -1)
+        full = rows.new_zeros(batch * length, rows.shape[-1])
+        full.index_copy_(0, self._row_index(), rows)
+        return full.reshape(batch, length, -1)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -45,6 +45,7 @@ STAGE_EIGEN = "eigendecomposition"
 STAGE_CORRECTION = "eigenvalue_correction"
 STAGE_QUERIES = "queries"
 STAGE_SCORES = "scores"
+DEFAULT_CACHE_BYTES = 2 * 2**30  # token matrices kept between the passes of fit() and scoring
 
 
 @dataclass
@@ -75,6 +76,70 @@ class ScoreBatch:
         return self.layers.sum(dim=2)
 
 
+@dataclass
+class CapturedBatch:
+    """What one forward/backward pass over a batch gave: token matrices, probabilities, the batch."""
+
+    tokens: dict[str, LayerTokens]
+    vectors: LogitVectors
+    batch: dict[str, Any]
+    # Per layer: the eigenbasis used and the rotated basis gradients Q_Sᵀ DW Q_A.
+    rotated: dict[str, tuple[Eigenbasis, list[torch.Tensor]]] = field(default_factory=dict)
+
+
+def _bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _token_bytes(entry: CapturedBatch) -> int:
+    return _bytes([t.activations for t in entry.tokens.values()] + [g for t in entry.tokens.values() for g in t.gradients])
+
+
+class TrainCache:
+    """The captured token matrices of a training set, so that later passes over the same
+    batches skip the forward and backward passes (the covariance pass fills it; the
+    eigenvalue-correction and scores passes read it). Bounded by ``max_bytes``: batches
+    beyond the budget are simply captured again. A batch whose ``input_ids`` differ from
+    the cached ones (another data order) is captured again too, so the cache can never
+    change a result, only its cost.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._entries: dict[int, CapturedBatch] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, index: int, batch: Batch) -> Optional[CapturedBatch]:
+        entry = self._entries.get(index)
+        if entry is None:
+            return None
+        ids, cached = batch.get("input_ids"), entry.batch.get("input_ids")
+        if ids is None or cached is None or ids.shape != cached.shape or not torch.equal(ids.to(cached.device), cached):
+            return None
+        return entry
+
+    def offer(self, index: int, entry: CapturedBatch) -> None:
+        size = _token_bytes(entry)
+        if index not in self._entries and self.bytes + size <= self.max_bytes:
+            self._entries[index] = entry
+            self.bytes += size
+
+    def keep_rotated(self, entry: CapturedBatch, layer: str, eigen: Eigenbasis, rotated: list[torch.Tensor]) -> None:
+        """Keep what the eigenvalue correction rotated, so that scoring does not rotate again."""
+        size = _bytes(rotated)
+        cached = any(entry is kept for kept in self._entries.values())
+        if cached and layer not in entry.rotated and self.bytes + size <= self.max_bytes:
+            entry.rotated[layer] = (eigen, rotated)
+            self.bytes += size
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.bytes = 0
+
+
 def _as_batches(data: BatchData) -> Iterable[Batch]:
     return [data] if isinstance(data, Mapping) else data
 
@@ -101,6 +166,8 @@ class EkfacInfluence:
     ``fisher``: ``"exact"`` (true Fisher, no sampling), ``"sampled"`` (labels drawn from
     the model, seeded) or ``"empirical"`` (the true labels). ``mode``: ``"ekfac"`` or
     ``"kfac"``; both are scaled so that a regularization value means the same in each.
+    ``cache_bytes`` bounds the token matrices kept between passes over the same training
+    batches (0 disables the cache; results are identical either way).
     """
 
     def __init__(
@@ -111,6 +178,7 @@ class EkfacInfluence:
         mode: str = "ekfac",
         seed: int = 0,
         factor_dtype: Optional[torch.dtype] = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
     ):
         if fisher not in FISHER_KINDS:
             raise ValueError(f"unknown Fisher {fisher!r}: choose one of {', '.join(FISHER_KINDS)}")
@@ -125,6 +193,8 @@ class EkfacInfluence:
         self.device = first.device
         self.factor_dtype = factor_dtype or first.dtype
         self.factors: dict[str, LayerFactors] = {}
+        self.cache_bytes = cache_bytes
+        self.train_cache: Optional[TrainCache] = None
 
     # ------------------------------------------------------------------ basics
     @property
@@ -149,12 +219,10 @@ class EkfacInfluence:
     def _to_device(self, batch: Batch) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    def _capture(
-        self, batch: Batch, label_keys: Sequence[str]
-    ) -> tuple[dict[str, LayerTokens], LogitVectors, dict[str, Any]]:
+    def _capture(self, batch: Batch) -> tuple[dict[str, LayerTokens], LogitVectors, dict[str, Any]]:
         """One forward pass and one backward pass per basis vector of the logit space."""
         batch = self._to_device(batch)
-        inputs = model_inputs(batch, tuple(label_keys) + (LABEL_KEY,))
+        inputs = model_inputs(batch)
         with LayerCapture(self.layers) as capture:
             logits = logits_of(self.model(**inputs))
             vectors = logit_vectors(logits)
@@ -179,12 +247,13 @@ class EkfacInfluence:
         self,
         data: BatchData,
         stage: str,
-        label_keys: Sequence[str],
         progress: Optional[ProgressCallback],
         cancel: Optional[threading.Event],
         start_batch: int = 0,
-    ) -> Iterator[tuple[int, int, dict[str, LayerTokens], LogitVectors, dict[str, Any]]]:
-        """Batches from ``start_batch`` on, captured; yields (index, first example position, …)."""
+        cache: Optional[TrainCache] = None,
+    ) -> Iterator[tuple[int, int, CapturedBatch]]:
+        """Batches from ``start_batch`` on, captured (or taken from ``cache``); yields
+        (index, position of the batch's first example, the captured batch)."""
         batches = _as_batches(data)
         total = _length(batches)
         position = 0
@@ -193,8 +262,12 @@ class EkfacInfluence:
                 size = _batch_size(batch)
                 if index >= start_batch:
                     check_cancel(cancel)
-                    tokens, vectors, on_device = self._capture(batch, label_keys)
-                    yield index, position, tokens, vectors, on_device
+                    entry = cache.get(index, batch) if cache is not None else None
+                    if entry is None:
+                        entry = CapturedBatch(*self._capture(batch))
+                        if cache is not None:
+                            cache.offer(index, entry)
+                    yield index, position, entry
                     report(progress, ProgressEvent(stage, index + 1, total, "batches"))
                 position += size
 
@@ -213,16 +286,17 @@ class EkfacInfluence:
         start_batch: int = 0,
         label_key: str = LABEL_KEY,
         on_batch: Optional[Callable[[int, dict[str, CovarianceSums]], None]] = None,
+        cache: Optional[TrainCache] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> dict[str, CovarianceSums]:
         """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``start_batch``."""
         sums = sums if sums is not None else self.new_covariance()
-        passes = self._passes(data, STAGE_COVARIANCE, (label_key,), progress, cancel, start_batch)
-        for index, position, tokens, vectors, batch in passes:
-            fisher = self._fisher_vectors(vectors, batch, label_key, position)
+        passes = self._passes(data, STAGE_COVARIANCE, progress, cancel, start_batch, cache)
+        for index, position, entry in passes:
+            fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
             for layer in self.layers:
-                sums[layer.name].add(tokens[layer.name], fisher)
+                sums[layer.name].add(entry.tokens[layer.name], fisher)
             if on_batch is not None:
                 on_batch(index, sums)
         return sums
@@ -257,16 +331,21 @@ class EkfacInfluence:
         start_batch: int = 0,
         label_key: str = LABEL_KEY,
         on_batch: Optional[Callable[[int, dict[str, EigenvalueSums]], None]] = None,
+        cache: Optional[TrainCache] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> dict[str, EigenvalueSums]:
         """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
         sums = sums if sums is not None else self.new_eigenvalue_sums()
-        passes = self._passes(data, STAGE_CORRECTION, (label_key,), progress, cancel, start_batch)
-        for index, position, tokens, vectors, batch in passes:
-            fisher = self._fisher_vectors(vectors, batch, label_key, position)
+        passes = self._passes(data, STAGE_CORRECTION, progress, cancel, start_batch, cache)
+        for index, position, entry in passes:
+            fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
             for layer in self.layers:
-                sums[layer.name].add(eigen[layer.name].rotate(tokens[layer.name]), fisher)
+                basis = eigen[layer.name]
+                rotated = basis.rotate(entry.tokens[layer.name])
+                sums[layer.name].add(rotated, fisher)
+                if cache is not None:
+                    cache.keep_rotated(entry, layer.name, basis, rotated)
             if on_batch is not None:
                 on_batch(index, sums)
         return sums
@@ -296,12 +375,19 @@ class EkfacInfluence:
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> "EkfacInfluence":
-        """All fitting stages on ``data`` (a loader or any iterable of batches)."""
-        covariance = self.accumulate_covariance(data, progress=progress, cancel=cancel)
+        """All fitting stages on ``data`` (a loader or any iterable of batches).
+
+        The captured token matrices are kept (up to ``cache_bytes``) for the eigenvalue
+        correction and for scoring the same training batches afterwards.
+        """
+        self.train_cache = TrainCache(self.cache_bytes)
+        covariance = self.accumulate_covariance(data, cache=self.train_cache, progress=progress, cancel=cancel)
         eigen = self.eigendecompose(covariance, progress=progress, cancel=cancel)
         corrections = None
         if self.mode == "ekfac":
-            corrections = self.accumulate_eigenvalues(data, eigen, progress=progress, cancel=cancel)
+            corrections = self.accumulate_eigenvalues(
+                data, eigen, cache=self.train_cache, progress=progress, cancel=cancel
+            )
         self.set_factors(covariance, eigen, corrections)
         return self
 
@@ -328,8 +414,9 @@ class EkfacInfluence:
         """Stage 4: the test examples' rotated loss gradients q̃, kept for every train batch."""
         self._require_fitted()
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
-        for _, _, tokens, vectors, batch in self._passes(data, STAGE_QUERIES, (label_key,), progress, cancel):
-            rotated = self._rotated_label_gradients(tokens, vectors.label_gradient(batch[label_key]))
+        for _, _, entry in self._passes(data, STAGE_QUERIES, progress, cancel):
+            coordinates = entry.vectors.label_gradient(entry.batch[label_key])
+            rotated = self._rotated_label_gradients(entry.tokens, coordinates)
             for name, value in rotated.items():
                 parts[name].append(value)
         return Queries({name: torch.cat(values) for name, values in parts.items()})
@@ -355,6 +442,7 @@ class EkfacInfluence:
         *,
         label_keys: Sequence[str] = (LABEL_KEY,),
         start_batch: int = 0,
+        cache: Optional[TrainCache] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> Iterator[ScoreBatch]:
@@ -364,13 +452,11 @@ class EkfacInfluence:
         variants and all regularization values come from the same forward/backward pass.
         """
         self._require_fitted()
-        for index, _, tokens, vectors, batch in self._passes(
-            data, STAGE_SCORES, label_keys, progress, cancel, start_batch
-        ):
-            rotated = {name: self.factors[name].eigen.rotate(tokens[name]) for name in self.layer_names}
+        for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache):
+            rotated = {name: self._rotated(name, entry) for name in self.layer_names}
             layer_scores, self_scores = [], []
             for key in label_keys:
-                coordinates = vectors.label_gradient(batch[key])
+                coordinates = entry.vectors.label_gradient(entry.batch[key])
                 gradients = {name: combine(rotated[name], coordinates) for name in self.layer_names}
                 per_reg, self_per_reg = [], []
                 for reg in regularizations:
@@ -385,13 +471,19 @@ class EkfacInfluence:
                 self_scores.append(torch.stack(self_per_reg))
             yield ScoreBatch(index, torch.stack(layer_scores), torch.stack(self_scores))
 
+    def _rotated(self, name: str, entry: CapturedBatch) -> list[torch.Tensor]:
+        """Rotated basis gradients: kept from the eigenvalue correction when it used this eigenbasis."""
+        eigen = self.factors[name].eigen
+        kept = entry.rotated.get(name)
+        return kept[1] if kept is not None and kept[0] is eigen else eigen.rotate(entry.tokens[name])
+
     # ---------------------------------------------------- pyDVL-style helpers
     def _score_matrix(
         self, test: BatchData, train: BatchData, regularizations: Sequence[float]
     ) -> torch.Tensor:
         """(regularizations, layers, n_test, n_train) for the clean labels."""
         queries = self.query_gradients(test)
-        blocks = [block.layers[0] for block in self.iter_scores(queries, train, regularizations)]
+        blocks = [block.layers[0] for block in self.iter_scores(queries, train, regularizations, cache=self.train_cache)]
         return torch.cat(blocks, dim=-1)
 
     def influences_by_layer(
@@ -416,7 +508,8 @@ class EkfacInfluence:
         """(n,): each example's influence on itself, ∇Lᵀ(F + λI)⁻¹∇L."""
         self._require_fitted()
         dummy = Queries({layer.name: self._empty_query(layer) for layer in self.layers})
-        return torch.cat([b.self_influence[0, 0] for b in self.iter_scores(dummy, data, [regularization])])
+        scores = self.iter_scores(dummy, data, [regularization], cache=self.train_cache)
+        return torch.cat([b.self_influence[0, 0] for b in scores])
 
     def _empty_query(self, layer: TrackedLayer) -> torch.Tensor:
         return torch.zeros(0, layer.out_features, layer.augmented_in, dtype=self.factor_dtype, device=self.device)

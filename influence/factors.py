@@ -51,10 +51,10 @@ class CovarianceSums:
 
     def add(self, tokens: LayerTokens, fisher: torch.Tensor) -> None:
         """Add a batch; ``fisher`` holds the Fisher vectors' basis coordinates (B, R, C−1)."""
-        rows = tokens.activations.reshape(-1, tokens.activations.shape[-1])
+        rows = tokens.real_rows(tokens.activations)
         self.activation.addmm_(rows.T, rows)
         for r in range(fisher.shape[1]):
-            grads = combine(tokens.gradients, fisher[:, r]).reshape(-1, self.gradient.shape[0])
+            grads = tokens.real_rows(combine(tokens.gradients, fisher[:, r]))
             self.gradient.addmm_(grads.T, grads)
         self.tokens += tokens.token_count
         self.examples += tokens.activations.shape[0]
@@ -91,8 +91,12 @@ class Eigenbasis:
         rotate_first = length * (n_out * n_out + n_in * n_in + n_out * n_in)
         form_first = n_out * n_in * (length + n_out + n_in)
         if rotate_first <= form_first:
-            rotated_activations = activations @ self.activation_vectors
-            return [(g @ self.gradient_vectors).transpose(1, 2) @ rotated_activations for g in tokens.gradients]
+            # Only real tokens are rotated; padding rows come back as zeros.
+            rotated_activations = tokens.scatter(tokens.real_rows(activations) @ self.activation_vectors)
+            return [
+                tokens.scatter(tokens.real_rows(g) @ self.gradient_vectors).transpose(1, 2) @ rotated_activations
+                for g in tokens.gradients
+            ]
         return [
             self.gradient_vectors.T @ (g.transpose(1, 2) @ activations) @ self.activation_vectors
             for g in tokens.gradients

@@ -21,9 +21,14 @@ FISHER_KINDS = ("exact", "sampled", "empirical")
 LABEL_KEY = "labels"
 
 
-def model_inputs(batch: Mapping[str, Any], label_keys: tuple[str, ...]) -> dict[str, Any]:
-    """The batch without its label entries: what the model is called with."""
-    return {k: v for k, v in batch.items() if k not in label_keys}
+def is_label_key(key: str) -> bool:
+    """Batch entries named ``labels`` or ``*_labels`` (e.g. ``corrupted_labels``) are label sets."""
+    return key == LABEL_KEY or key.endswith("_" + LABEL_KEY)
+
+
+def model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The batch without its label sets: what the model is called with."""
+    return {k: v for k, v in batch.items() if not is_label_key(k)}
 
 
 def logits_of(output: Any) -> torch.Tensor:

@@ -224,3 +224,18 @@ def test_unknown_fisher_and_mode_are_refused():
         EkfacInfluence(model, fisher="true")
     with pytest.raises(ValueError, match="unknown mode"):
         EkfacInfluence(model, mode="diag")
+
+
+def test_the_train_cache_changes_costs_not_results():
+    model = tiny_distilbert()
+    train = _train(count=4)
+    test = padded_batch(3, 6, seed=31)
+    cached = EkfacInfluence(model).fit(train)
+    uncached = EkfacInfluence(model, cache_bytes=0).fit(train)
+    assert len(cached.train_cache) == 4 and len(uncached.train_cache) == 0
+    for name in cached.layer_names:
+        assert torch.equal(cached.factors[name].eigenvalues, uncached.factors[name].eigenvalues)
+    assert torch.equal(cached.influences(test, train, REGULARIZATION), uncached.influences(test, train, REGULARIZATION))
+    # Other batches at the same positions are captured afresh, not taken from the cache.
+    others = [padded_batch(4, 6, seed=40 + s) for s in range(4)]
+    assert torch.equal(cached.influences(test, others, REGULARIZATION), uncached.influences(test, others, REGULARIZATION))
