@@ -453,23 +453,22 @@ class EkfacInfluence:
         """
         self._require_fitted()
         for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache):
-            rotated = {name: self._rotated(name, entry) for name in self.layer_names}
-            layer_scores, self_scores = [], []
-            for key in label_keys:
-                coordinates = entry.vectors.label_gradient(entry.batch[key])
-                gradients = {name: combine(rotated[name], coordinates) for name in self.layer_names}
-                per_reg, self_per_reg = [], []
-                for reg in regularizations:
-                    per_layer, self_total = [], 0
-                    for name in self.layer_names:
-                        weighted = (gradients[name] * self.factors[name].inverse_weights(reg)).flatten(1)
-                        per_layer.append(queries.rotated[name].flatten(1) @ weighted.T)
-                        self_total = self_total + (weighted * gradients[name].flatten(1)).sum(1)
-                    per_reg.append(torch.stack(per_layer))
-                    self_per_reg.append(self_total)
-                layer_scores.append(torch.stack(per_reg))
-                self_scores.append(torch.stack(self_per_reg))
-            yield ScoreBatch(index, torch.stack(layer_scores), torch.stack(self_scores))
+            size = entry.vectors.probabilities.shape[0]
+            shape = (len(label_keys), len(regularizations))
+            layers = torch.zeros(*shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device)
+            self_influence = torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device)
+            coordinates = [entry.vectors.label_gradient(entry.batch[key]) for key in label_keys]
+            # Layer by layer, so that only one layer's per-example gradients are alive at a time.
+            for l, name in enumerate(self.layer_names):
+                rotated = self._rotated(name, entry)
+                query = queries.rotated[name].flatten(1)
+                for v, coords in enumerate(coordinates):
+                    gradients = combine(rotated, coords).flatten(1)
+                    for k, reg in enumerate(regularizations):
+                        weighted = gradients * self.factors[name].inverse_weights(reg).flatten()
+                        layers[v, k, l] = query @ weighted.T
+                        self_influence[v, k] += (weighted * gradients).sum(dim=1)
+            yield ScoreBatch(index, layers, self_influence)
 
     def _rotated(self, name: str, entry: CapturedBatch) -> list[torch.Tensor]:
         """Rotated basis gradients: kept from the eigenvalue correction when it used this eigenbasis."""
