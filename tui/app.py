@@ -1,0 +1,378 @@
+"""The explorer app: one store, the selection every view follows, and the engine behind it.
+
+The state a person steers — test review, training review of the pair, clean or
+corrupted labels, λ index, sort orders — lives here as reactive attributes, and each
+view follows what it shows. The engine runs in a thread worker (``tui.engine``);
+its progress arrives as throttled messages, and a timer refreshes the store while it
+runs, so the views fill in as data lands.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Iterable
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.reactive import reactive
+from textual.screen import Screen
+from textual.timer import Timer
+
+from influence.config import RunConfig
+from store.analysis import RegularizationReport, regularization_report
+from store.errors import StoreError, StoreNotFound
+from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED
+from tui import export
+from tui.data import NO_PAIR, StoreData
+from tui.engine import (
+    CANCELLED,
+    FAILED,
+    FINISHED,
+    EngineOutcome,
+    EngineRunner,
+    LiveProgress,
+    ProgressThrottle,
+    default_runner,
+    run_engine,
+)
+from tui.messages import EngineProgress, EngineStopped, PairRequested
+from tui.screens.error import DetailsScreen, StoreErrorScreen
+from tui.screens.help import HelpScreen, HelpSection
+from tui.screens.main import TABS, MainScreen
+from tui.screens.pair import PairScreen
+from tui.sorting import SortState
+from tui.widgets.heatmap_view import HeatmapCanvas
+from tui.widgets.tests_view import TestsView
+from tui.widgets.virtual_table import VirtualTable
+
+REFRESH_SECONDS = 0.5  # store polling while it is being written
+ENGINE_GROUP = "engine"
+IDLE, RUNNING, CANCELLING = "idle", "running", "cancelling"
+
+
+class InfluenceApp(App[None]):
+    """influence-explorer's terminal UI."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "influence-explorer"
+    BINDINGS = [
+        Binding("question_mark", "help", "help", tooltip="this list of keys"),
+        Binding("n", "step_test(1)", "next test", tooltip="select the next test review in every view"),
+        Binding("p", "step_test(-1)", "prev test", tooltip="select the previous test review in every view"),
+        Binding("c", "toggle_variant", "clean/corrupted", tooltip="switch every view between clean and corrupted labels"),
+        Binding("left_square_bracket", "step_lambda(-1)", "λ down", key_display="[",
+                tooltip="the next smaller regularization λ of the sweep, in every view"),
+        Binding("right_square_bracket", "step_lambda(1)", "λ up", key_display="]",
+                tooltip="the next larger regularization λ of the sweep, in every view"),
+        Binding("e", "export", "export", tooltip="write the store's tables and this view's table (CSV/JSON)"),
+        Binding("x", "cancel_engine", "cancel stage", tooltip="stop the engine after its current batch"),
+        Binding("r", "resume_engine", "resume", tooltip="run the engine again; it continues from the store"),
+        Binding("d", "error_details", "error details", show=False, tooltip="the full message of the last error"),
+        *(Binding(str(number), f"show_tab('{tab}')", f"{title} tab", show=False, tooltip=f"show the {title} tab")
+          for number, (tab, title) in enumerate(TABS.items(), start=1)),
+        Binding("q", "quit", "quit", tooltip="cancel the engine (leaving the store resumable), then quit"),
+    ]
+
+    test_index: reactive[int] = reactive(0)
+    train_index: reactive[int] = reactive(NO_PAIR)  # the pair's training review; NO_PAIR: the top of the ranking
+    variant: reactive[str] = reactive(VARIANT_CLEAN)
+    reg_index: reactive[int] = reactive(0)
+    ranking_sort: reactive[SortState] = reactive(SortState("influence", True))
+    tests_sort: reactive[SortState] = reactive(SortState("index", False))
+    corruption_sort: reactive[SortState] = reactive(SortState("sign", True))
+    content_version: reactive[int] = reactive(0)  # new scores or predictions landed
+    stages_version: reactive[int] = reactive(0)  # stage records or live progress changed
+    reports_version: reactive[int] = reactive(0)  # a regularization report arrived
+    engine_state: reactive[str] = reactive(IDLE)
+
+    def __init__(
+        self, store: Path | None = None, config: RunConfig | None = None, engine_runner: EngineRunner | None = None
+    ) -> None:
+        super().__init__()
+        if (store is None) == (config is None):
+            raise ValueError("give exactly one of store (open it) or config (run the engine for it)")
+        self.config = config
+        self.store_path: Path = Path(store) if store is not None else config.store_path()
+        self.data: StoreData | None = None
+        self.store_problem: str | None = None  # why no store is open, shown by the overview
+        self.engine_runner: EngineRunner = engine_runner or default_runner
+        self.live = LiveProgress()
+        self.last_outcome: EngineOutcome | None = None
+        self.reports: dict[str, RegularizationReport] = {}
+        self._cancel = threading.Event()
+        self._throttle: ProgressThrottle | None = None
+        self._poller: Timer | None = None
+        self._quit_requested = False
+
+    def get_default_screen(self) -> Screen:
+        return MainScreen()
+
+    # ------------------------------------------------------------ start
+    def on_mount(self) -> None:
+        if self.config is None:
+            if self._open_store(fatal=True):
+                self._poll_while_incomplete()
+            return
+        if self.store_path.exists():
+            self._open_store(fatal=False)
+        if self.data is None or not self.data.scores_done:
+            self.start_engine()
+
+    def _open_store(self, *, fatal: bool) -> bool:
+        """Open the store; a bad one ends on an error screen (fatal) or a notification."""
+        try:
+            self.data = StoreData.open(self.store_path)
+        except StoreError as error:
+            self.store_problem = str(error)
+            if fatal:
+                self.push_screen(StoreErrorScreen(str(error)))
+            elif not isinstance(error, StoreNotFound):
+                self.notify(str(error), title="Cannot open the store", severity="error")
+            return False
+        self.store_problem = None
+        self.variant = self.variant if self.variant in self.data.variants else VARIANT_CLEAN
+        self.reg_index = self.data.reader.main_regularization_index
+        self.content_version += 1
+        self.stages_version += 1
+        return True
+
+    def _poll_while_incomplete(self) -> None:
+        """Refresh on a timer while the store is still being written (here or by another process)."""
+        if self._poller is None and (self.data is None or not self.data.scores_done):
+            self._poller = self.set_interval(REFRESH_SECONDS, self._poll)
+
+    def _poll(self) -> None:
+        if self._throttle is not None:
+            self._throttle.flush()
+        if self.data is None:
+            if self.store_path.exists():
+                self._open_store(fatal=False)
+            return
+        try:
+            changes = self.data.refresh()
+        except StoreError as error:
+            self.notify(str(error), title="The store became unreadable", severity="error")
+            self._stop_polling()
+            return
+        if changes.content:
+            self.reports.clear()
+            self.content_version += 1
+        if changes.stages:
+            self.stages_version += 1
+        if self.data.scores_done and self.engine_state == IDLE:
+            self._stop_polling()
+
+    def _stop_polling(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
+            self._poller = None
+
+    # ------------------------------------------------------------ engine
+    @property
+    def engine_running(self) -> bool:
+        return self.engine_state in (RUNNING, CANCELLING)
+
+    def start_engine(self) -> None:
+        """Run (or resume) the analysis of ``config`` in a thread; the pipeline resumes from the store."""
+        assert self.config is not None
+        self._cancel = threading.Event()
+        self._throttle = ProgressThrottle(lambda event: self.post_message(EngineProgress(event)))
+        self.live.reset()
+        self.engine_state = RUNNING
+        self.stages_version += 1
+        job = partial(self._engine_job, self.config, self.engine_runner, self._throttle, self._cancel)
+        self.run_worker(job, thread=True, exclusive=True, group=ENGINE_GROUP, name="engine")
+        self._poll_while_incomplete()
+
+    def _engine_job(
+        self, config: RunConfig, runner: EngineRunner, throttle: ProgressThrottle, cancel: threading.Event
+    ) -> None:
+        """The worker thread: run the engine, then report how it ended (never raises)."""
+        outcome = run_engine(config, runner, throttle, cancel)
+        throttle.flush()
+        self.post_message(EngineStopped(outcome))
+
+    def on_engine_progress(self, message: EngineProgress) -> None:
+        self.live.update(message.event)
+        self.stages_version += 1
+
+    def on_engine_stopped(self, message: EngineStopped) -> None:
+        outcome = message.outcome
+        self.last_outcome = outcome
+        self.engine_state = IDLE
+        if self.data is None and self.store_path.exists():
+            self._open_store(fatal=False)
+        self._poll()
+        self._stop_polling()
+        if self._quit_requested:
+            self.exit()
+            return
+        if outcome.status == FINISHED:
+            self.notify(outcome.summary, title="Engine")
+        elif outcome.status == CANCELLED:
+            self.notify("Cancelled; press r to resume from where it stopped.", title="Engine")
+        elif outcome.status == FAILED:
+            self.notify(f"{outcome.summary}\nPress d for the details.", title="Engine failed", severity="error",
+                        timeout=30)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Hide the engine keys when there is no engine (a store opened read-only), grey them when idle."""
+        if action == "cancel_engine":
+            return False if self.config is None else self.engine_state == RUNNING or None
+        if action == "resume_engine":
+            complete = self.data is not None and self.data.scores_done
+            return False if self.config is None else (not self.engine_running and not complete) or None
+        return True
+
+    def watch_engine_state(self) -> None:
+        self.refresh_bindings()
+
+    def action_cancel_engine(self) -> None:
+        if self.engine_state != RUNNING:
+            self.notify("The engine is not running.", severity="warning")
+            return
+        self._cancel.set()
+        self.engine_state = CANCELLING
+        self.notify("Cancelling: the engine stops after its current batch.", title="Engine")
+
+    def action_resume_engine(self) -> None:
+        if self.config is None:
+            self.notify("This store was opened read-only; run influence-explorer with the model "
+                        "and data options to compute it.", severity="warning")
+        elif self.engine_running:
+            self.notify("The engine is already running.", severity="warning")
+        elif self.data is not None and self.data.scores_done:
+            self.notify("The analysis is complete: nothing to resume.")
+        else:
+            self.start_engine()
+
+    def action_error_details(self) -> None:
+        problem = self.last_outcome.details if self.last_outcome and self.last_outcome.status == FAILED else None
+        if problem is None and self.store_problem is None:
+            self.notify("No error to show.")
+            return
+        self.push_screen(DetailsScreen(problem or self.store_problem or ""))
+
+    async def action_quit(self) -> None:
+        """Cancel the engine first so that the store is left resumable; a second q quits at once."""
+        if self.engine_running and not self._quit_requested:
+            self._quit_requested = True
+            self._cancel.set()
+            self.engine_state = CANCELLING
+            self.notify("Stopping the engine after its current batch… (q again quits at once)", title="Quit")
+            return
+        self._cancel.set()
+        self.exit()
+
+    # ------------------------------------------------------------ selection
+    def _require_data(self) -> StoreData | None:
+        if self.data is None:
+            self.notify("No store is open yet.", severity="warning")
+        return self.data
+
+    def action_step_test(self, step: int) -> None:
+        if (data := self._require_data()) is not None:
+            self.select_pair((self.test_index + step) % data.n_test, NO_PAIR)
+
+    def select_pair(self, test_index: int, train_index: int) -> None:
+        """Select a test review and (NO_PAIR for none) one of its training reviews, in every view."""
+        self.train_index = train_index
+        self.test_index = test_index
+
+    def action_toggle_variant(self) -> None:
+        if (data := self._require_data()) is None:
+            return
+        if not data.has_corrupted:
+            self.notify("This store has no corrupted-label variant (it was run with --corrupt none).",
+                        severity="warning")
+            return
+        self.variant = VARIANT_CORRUPTED if self.variant == VARIANT_CLEAN else VARIANT_CLEAN
+
+    def action_step_lambda(self, step: int) -> None:
+        if (data := self._require_data()) is not None:
+            self.reg_index = max(0, min(len(data.regularizations) - 1, self.reg_index + step))
+
+    def on_pair_requested(self, message: PairRequested) -> None:
+        self.select_pair(message.test_index, message.train_index)
+        if not isinstance(self.screen, PairScreen):
+            self.push_screen(PairScreen())
+
+    # ------------------------------------------------------------ screens
+    def help_sections(self) -> list[HelpSection]:
+        """Where each binding applies, for the help screen."""
+        palette = [Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "command palette: every action by name")]
+        return [
+            ("Everywhere", [*self.BINDINGS, *palette]),
+            ("Tables: test reviews, ranking, corruption", VirtualTable.BINDINGS),
+            ("Test reviews", TestsView.BINDINGS),
+            ("Heatmap", HeatmapCanvas.BINDINGS),
+            ("Pair view (side by side)", PairScreen.BINDINGS),
+        ]
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen(self.help_sections()))
+
+    def action_show_tab(self, tab: str) -> None:
+        while not isinstance(self.screen, MainScreen) and len(self.screen_stack) > 1:
+            self.pop_screen()
+        if isinstance(self.screen, MainScreen):
+            self.screen.show_tab(tab)
+
+    # ------------------------------------------------------------ analyses
+    def request_report(self, variant: str) -> None:
+        """Compute the λ-sweep report of ``variant`` in a thread (it reads every per-layer matrix)."""
+        if variant not in self.reports and self.data is not None:
+            self._compute_report(self.data, variant)
+
+    @work(thread=True, exclusive=True, group="report")
+    def _compute_report(self, data: StoreData, variant: str) -> None:
+        try:
+            report = regularization_report(data.reader, variant)
+        except StoreError as error:
+            self.call_from_thread(self.notify, str(error), title="λ sweep", severity="error")
+            return
+        self.call_from_thread(self._report_ready, report)
+
+    def _report_ready(self, report: RegularizationReport) -> None:
+        self.reports[report.variant] = report
+        self.reports_version += 1
+
+    def action_export(self) -> None:
+        if (data := self._require_data()) is None:
+            return
+        table = self.screen.current_table() if isinstance(self.screen, (MainScreen, PairScreen)) else None
+        self._export(data, table)
+
+    @work(thread=True, exclusive=True, group="export")
+    def _export(self, data: StoreData, table: export.ViewTable | None) -> None:
+        folder = export.default_folder(data.path)
+        self.call_from_thread(self.notify, f"Writing tables to {folder}…", title="Export")
+        try:
+            paths = export.export_all(data.reader, folder, table)
+        except (OSError, StoreError) as error:
+            self.call_from_thread(self.notify, str(error), title="Export failed", severity="error")
+            return
+        listing = "\n".join(str(path) for path in paths)
+        self.call_from_thread(self.notify, listing, title=f"Exported {len(paths)} files", timeout=15)
+
+    # ------------------------------------------------------------ palette
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """Every binding active on ``screen`` (app, screen and focused widget), then Textual's own."""
+        seen: set[tuple[int, str]] = set()
+        for key, active in screen.active_bindings.items():
+            binding = active.binding
+            if (id(active.node), binding.action) in seen or not binding.description:
+                continue
+            seen.add((id(active.node), binding.action))
+            yield SystemCommand(binding.description.capitalize(), f"key: {binding.key_display or key}",
+                                partial(active.node.run_action, binding.action))
+        yield from super().get_system_commands(screen)
+
+
+def run_app(store: Path | None, config: RunConfig | None, engine_runner: EngineRunner | None = None) -> None:
+    """Open the UI on ``store`` (read-only), or on ``config``'s store with the engine behind it."""
+    InfluenceApp(store=store, config=config, engine_runner=engine_runner).run()

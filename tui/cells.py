@@ -1,0 +1,34 @@
+"""Table cells every view draws the same way: a score that may be pending or invalid, a label, a flag."""
+
+from __future__ import annotations
+
+import math
+
+from rich.style import Style
+
+from tui import format as fmt
+from tui.palette import score_style
+
+PENDING_STYLE = Style(dim=True, italic=True)
+INVALID_STYLE = Style(color="red", bold=True)
+CORRUPTED_MARK = "flip"
+
+CellText = tuple[str, Style | None]
+
+
+def score_cell(value: float, scored: bool) -> CellText:
+    """A score, ``pending`` before its column is written, ``NaN!`` when the engine wrote a non-finite value."""
+    if not scored:
+        return fmt.PENDING, PENDING_STYLE
+    if not math.isfinite(value):
+        return fmt.INVALID, INVALID_STYLE
+    return fmt.score(value), score_style(value)
+
+
+def rank_cell(rank: int) -> CellText:
+    """1 for the most helpful; ``—`` when the score is not there to rank."""
+    return (fmt.count(rank), None) if rank > 0 else (fmt.MISSING, PENDING_STYLE)
+
+
+def corrupted_cell(corrupted: bool) -> CellText:
+    return (CORRUPTED_MARK, Style(color="magenta")) if corrupted else ("", None)

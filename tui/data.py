@@ -1,0 +1,168 @@
+"""The views' side of the store: cached, honest reads over one StoreReader.
+
+Honest means a score is one of three things, and the views show which: computed,
+pending (its training column is not written yet) or invalid (written as NaN or ±inf,
+a numerical failure of the engine). Rows are cached because every view asks for the
+same few rows; ``refresh`` drops the caches only when the store really changed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Hashable, TypeVar
+
+import numpy as np
+
+from store.layout import VARIANT_CORRUPTED, LayerInfo
+from store.reader import ExampleView, StoreReader
+from store.schema import STATUS_DONE
+from store.stages import StageRecord
+
+ROW_CACHE_SIZE = 48
+NO_PAIR = -1  # no training review selected: views fall back to the top of the ranking
+SCORES_STAGE = "scores"
+PREDICTIONS_PENDING = -1
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Row:
+    """Influence of every training review on one test review, with what is not there yet."""
+
+    values: np.ndarray
+    scored: np.ndarray
+
+    @property
+    def invalid(self) -> np.ndarray:
+        """Written but not finite: the engine produced NaN or ±inf."""
+        return self.scored & ~np.isfinite(self.values)
+
+    @property
+    def shown(self) -> np.ndarray:
+        """The values with pending and invalid entries as NaN, for sorting and statistics."""
+        return np.where(self.scored & np.isfinite(self.values), self.values, np.nan)
+
+    @property
+    def n_scored(self) -> int:
+        return int(self.scored.sum())
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a refresh found: new scores or predictions (``content``), new stage records (``stages``)."""
+
+    content: bool
+    stages: bool
+
+
+class StoreData:
+    """One open store as the views use it; call from the UI thread (workers use ``reader`` directly)."""
+
+    def __init__(self, reader: StoreReader) -> None:
+        self.reader = reader
+        self._cache: OrderedDict[Hashable, object] = OrderedDict()
+        self._load_markers()
+
+    @classmethod
+    def open(cls, path: Path) -> "StoreData":
+        """Open ``path`` read-only; raises a StoreError subclass with a one-line message when it cannot."""
+        return cls(StoreReader(path))
+
+    def close(self) -> None:
+        self.reader.close()
+
+    def _load_markers(self) -> None:
+        self.scored = self.reader.train_columns_done()
+        self.stages: dict[str, StageRecord] = self.reader.stages()
+        self.train: ExampleView = self.reader.examples("train")
+        self.test: ExampleView = self.reader.examples("test")
+        self.corrupted = self.train.label != self.train.corrupted_label
+
+    def refresh(self) -> Changes:
+        """Make the engine's latest writes visible and say what changed."""
+        scored, stages, predictions = self.scored, self.stages, self.test.prediction
+        self.reader.refresh()
+        self._load_markers()
+        changes = Changes(
+            content=not (np.array_equal(scored, self.scored) and np.array_equal(predictions, self.test.prediction)),
+            stages=stages != self.stages,
+        )
+        if changes.content:
+            self._cache.clear()
+        return changes
+
+    # ------------------------------------------------------------ the layout
+    @property
+    def path(self) -> Path:
+        return self.reader.path
+
+    @property
+    def n_train(self) -> int:
+        return self.reader.n_train
+
+    @property
+    def n_test(self) -> int:
+        return self.reader.n_test
+
+    @property
+    def layers(self) -> list[LayerInfo]:
+        return self.reader.layers
+
+    @property
+    def variants(self) -> list[str]:
+        return self.reader.variants
+
+    @property
+    def regularizations(self) -> list[float]:
+        return self.reader.regularizations
+
+    @property
+    def has_corrupted(self) -> bool:
+        return VARIANT_CORRUPTED in self.variants
+
+    @property
+    def scores_done(self) -> bool:
+        record = self.stages.get(SCORES_STAGE)
+        return record is not None and record.status == STATUS_DONE
+
+    def label_name(self, label: int) -> str:
+        names = self.reader.label_names
+        return names[label] if 0 <= label < len(names) else "pending"
+
+    def train_labels(self, variant: str) -> np.ndarray:
+        """The labels the scores of ``variant`` were computed with."""
+        return self.train.corrupted_label if variant == VARIANT_CORRUPTED else self.train.label
+
+    def test_confidence(self) -> np.ndarray:
+        """The probability of the predicted class per test review (NaN until predictions are written)."""
+        probabilities = self.test.probabilities
+        return np.max(probabilities, axis=1) if probabilities.size else np.full(self.n_test, np.nan)
+
+    # ------------------------------------------------------------ scores
+    def _cached(self, key: Hashable, load: Callable[[], T]) -> T:
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]  # type: ignore[return-value]
+        value = load()
+        self._cache[key] = value
+        while len(self._cache) > ROW_CACHE_SIZE:
+            self._cache.popitem(last=False)
+        return value
+
+    def row(self, variant: str, reg_index: int, test_index: int) -> Row:
+        """Total influence of every training review on test review ``test_index``."""
+        values = self._cached(("row", variant, reg_index, test_index),
+                              lambda: self.reader.influence_row(variant, reg_index, test_index))
+        return Row(values, self.scored)
+
+    def layer_rows(self, variant: str, reg_index: int, test_index: int) -> np.ndarray:
+        """Per-layer influence on one test review: (n_layers, n_train), NaN where pending."""
+        return self._cached(("layers", variant, reg_index, test_index),
+                            lambda: self.reader.layer_rows(variant, reg_index, test_index))
+
+    def test_self(self, variant: str, reg_index: int) -> np.ndarray:
+        return self._cached(("test_self", variant, reg_index),
+                            lambda: self.reader.self_influence(variant, reg_index, "test"))

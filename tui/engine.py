@@ -1,0 +1,146 @@
+"""Running the engine behind the UI: the job API (start, progress, cancel) and nothing Textual.
+
+The engine is imported only inside ``default_runner``, which runs in the worker
+thread, so that the UI opens an existing store without torch. ``run_engine`` turns
+every way a run can end into an ``EngineOutcome``: the UI shows it, it never
+crashes on it.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+from influence.config import RunConfig
+from influence.errors import UserError
+from influence.progress import Cancelled, ProgressCallback, ProgressEvent
+from store.errors import StoreError
+
+EngineRunner = Callable[[RunConfig, ProgressCallback, threading.Event], Path]
+PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one stage: ~10 per second
+
+FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
+OutcomeStatus = Literal["finished", "cancelled", "failed"]
+
+
+def default_runner(config: RunConfig, progress: ProgressCallback, cancel: threading.Event) -> Path:
+    """``influence.pipeline.run_pipeline``, imported here (in the worker) so torch loads only when needed."""
+    from influence.pipeline import run_pipeline
+
+    return run_pipeline(config, progress=progress, cancel=cancel)
+
+
+class ProgressThrottle:
+    """A progress callback that forwards at most one event per stage per ``interval``; the latest wins.
+
+    Events that arrive too soon are held, replacing any held before, and go out with
+    the next event of their stage after the interval or with ``flush()`` (the UI
+    flushes on a timer, so a stage that then goes quiet still shows its last step).
+    The event that completes a stage is never held. Thread-safe: the engine calls it
+    from its thread, the UI flushes from its own.
+    """
+
+    def __init__(
+        self, send: Callable[[ProgressEvent], None], interval: float = PROGRESS_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._send = send
+        self._interval = interval
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._sent_at: dict[str, float] = {}
+        self._held: dict[str, ProgressEvent] = {}
+
+    def __call__(self, event: ProgressEvent) -> None:
+        completes = event.total is not None and event.done >= event.total
+        with self._lock:
+            now = self._clock()
+            due = completes or now - self._sent_at.get(event.stage, -math.inf) >= self._interval
+            if due:
+                self._held.pop(event.stage, None)
+                self._sent_at[event.stage] = now
+            else:
+                self._held[event.stage] = event
+        if due:
+            self._send(event)
+
+    def flush(self) -> None:
+        """Send every held event now."""
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+            now = self._clock()
+            for event in held:
+                self._sent_at[event.stage] = now
+        for event in held:
+            self._send(event)
+
+
+@dataclass(frozen=True)
+class EngineOutcome:
+    """How a run ended: ``summary`` is one line for a notification, ``details`` the full story."""
+
+    status: OutcomeStatus
+    path: Path | None = None
+    summary: str = ""
+    details: str = ""
+
+
+def run_engine(
+    config: RunConfig, runner: EngineRunner, progress: ProgressCallback, cancel: threading.Event
+) -> EngineOutcome:
+    """Run ``runner`` to the end and describe how it ended; a bug becomes a FAILED outcome with its traceback."""
+    try:
+        path = runner(config, progress, cancel)
+    except Cancelled:
+        return EngineOutcome(CANCELLED, summary="engine cancelled; resume continues from the store")
+    except (UserError, StoreError) as error:
+        return EngineOutcome(FAILED, summary=str(error), details=str(error))
+    except Exception as error:  # the engine's bug must not take the UI down with it
+        return EngineOutcome(FAILED, summary=f"{type(error).__name__}: {error}", details=traceback.format_exc())
+    return EngineOutcome(FINISHED, path=Path(path), summary=f"analysis complete: {path}")
+
+
+@dataclass
+class LiveStage:
+    """The latest event of one stage in this run, and what the rate is measured from."""
+
+    event: ProgressEvent
+    since: float
+    done_at_start: int
+    updated: float
+
+    def rate(self) -> float:
+        """Units per second since the first event of this run (0 until there are two)."""
+        seconds = self.updated - self.since
+        return (self.event.done - self.done_at_start) / seconds if seconds > 0 else 0.0
+
+    def eta(self) -> float | None:
+        """Seconds left at the current rate; None when unknown."""
+        rate = self.rate()
+        if self.event.total is None or rate <= 0:
+            return None
+        return max(0.0, (self.event.total - self.event.done) / rate)
+
+
+class LiveProgress:
+    """The engine's progress as the UI received it, per stage; reset when a run starts."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self.stages: dict[str, LiveStage] = {}
+
+    def reset(self) -> None:
+        self.stages.clear()
+
+    def update(self, event: ProgressEvent) -> None:
+        now = self._clock()
+        live = self.stages.get(event.stage)
+        if live is None or event.done < live.event.done:
+            self.stages[event.stage] = LiveStage(event, now, event.done, now)
+        else:
+            live.event, live.updated = event, now

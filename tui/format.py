@@ -1,0 +1,75 @@
+"""How numbers, labels and texts read in every view, so that the same value looks the same everywhere."""
+
+from __future__ import annotations
+
+import math
+
+PENDING = "pending"  # a score the engine has not written yet
+INVALID = "NaN!"  # a score the engine wrote as NaN or ±inf: a numerical failure, never "pending"
+MISSING = "—"
+SCORE_DIGITS = 4
+SNIPPET_ELLIPSIS = "…"
+
+
+def score(value: float) -> str:
+    """A signed influence value with four significant digits (``+1.234``, ``-5.6e-07``)."""
+    if math.isnan(value) or math.isinf(value):
+        return INVALID
+    return f"{value:+.{SCORE_DIGITS}g}"
+
+
+def fraction(value: float, digits: int = 3) -> str:
+    """A number in [0, 1] such as a probability or a correlation; ``—`` when undefined."""
+    return MISSING if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def lam(value: float) -> str:
+    """A regularization value as people write it: ``1e-05``, ``0.1``, ``1``."""
+    return f"{value:g}"
+
+
+def count(value: int) -> str:
+    return f"{value:,}"
+
+
+def duration(seconds: float | None) -> str:
+    """``4.2 s``, ``3 min 05 s``, ``1 h 02 min``; ``—`` when unknown."""
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return MISSING
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def rate(per_second: float, unit: str) -> str:
+    """Throughput such as ``12.5 batches/s`` or ``4.2 s/batch``; ``—`` before there is anything to divide."""
+    if not per_second > 0 or math.isinf(per_second):
+        return MISSING
+    if per_second >= 1:
+        return f"{per_second:,.0f} {unit}/s" if per_second >= 100 else f"{per_second:.3g} {unit}/s"
+    return f"{1 / per_second:.3g} s/{unit.rstrip('s')}"
+
+
+def parameters(value: int) -> str:
+    """Parameter counts the way papers write them: ``28.9M``, ``640k``, ``412``."""
+    for divisor, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if value >= divisor:
+            return f"{value / divisor:.3g}{suffix}"
+    return str(value)
+
+
+def one_line(text: str) -> str:
+    """Collapse whitespace so that a review fits one table row."""
+    return " ".join(text.split())
+
+
+def snippet(text: str, width: int) -> str:
+    """The start of ``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    flat = one_line(text)
+    if width <= 0:
+        return ""
+    return flat if len(flat) <= width else flat[: width - 1] + SNIPPET_ELLIPSIS

@@ -1,0 +1,151 @@
+"""One (test, train) pair side by side: both reviews in full, the score, its layer split, its rank."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+from rich.console import Group
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from store.layout import VARIANT_CORRUPTED
+from tui import format as fmt
+from tui.cells import score_cell
+from tui.data import NO_PAIR, StoreData
+from tui.export import ViewTable
+from tui.sorting import descending_ranks
+from tui.widgets.layer_split import layer_split_table
+from tui.widgets.status_bar import StatusBar
+
+if TYPE_CHECKING:
+    from tui.app import InfluenceApp
+
+WATCHES = ("test_index", "train_index", "variant", "reg_index", "content_version")
+
+
+class PairScreen(Screen[None]):
+    """Follows the app's selection; j/k walk the ranking without leaving the screen."""
+
+    BINDINGS = [
+        Binding("escape,backspace", "close", "back"),
+        Binding("j,down", "step_rank(1)", "next in ranking"),
+        Binding("k,up", "step_rank(-1)", "previous in ranking"),
+    ]
+
+    @property
+    def explorer(self) -> "InfluenceApp":
+        return cast("InfluenceApp", self.app)
+
+    def compose(self) -> ComposeResult:
+        yield StatusBar()
+        yield Static(id="pair-summary")
+        with Horizontal(id="pair-texts"):
+            with VerticalScroll(id="pair-test", classes="pair-text"):
+                yield Static(id="pair-test-text")
+            with VerticalScroll(id="pair-train", classes="pair-text"):
+                yield Static(id="pair-train-text")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        for name in WATCHES:
+            self.watch(self.app, name, self._redraw, init=False)
+        self._redraw()
+
+    # ------------------------------------------------------------ state
+    def _ranks(self, data: StoreData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        app = self.explorer
+        row = data.row(app.variant, app.reg_index, app.test_index)
+        shown = row.shown
+        return row.values, row.scored, descending_ranks(shown)
+
+    def _train(self, ranks: np.ndarray) -> int:
+        """The selected training review, or the most helpful one when none is selected."""
+        if self.explorer.train_index != NO_PAIR:
+            return self.explorer.train_index
+        top = np.flatnonzero(ranks == 1)
+        return int(top[0]) if top.size else 0
+
+    def action_step_rank(self, step: int) -> None:
+        data = self.explorer.data
+        if data is None:
+            return
+        _, _, ranks = self._ranks(data)
+        target = np.flatnonzero(ranks == ranks[self._train(ranks)] + step)
+        if target.size and ranks[self._train(ranks)] > 0:
+            self.explorer.train_index = int(target[0])
+
+    def action_close(self) -> None:
+        self.app.pop_screen()
+
+    # ------------------------------------------------------------ drawing
+    def _redraw(self) -> None:
+        data = self.explorer.data
+        if data is None:
+            return
+        app = self.explorer
+        values, scored, ranks = self._ranks(data)
+        train = self._train(ranks)
+        test = app.test_index
+        score_text, score_style = score_cell(float(values[train]), bool(scored[train]))
+        rank = int(ranks[train])
+        n_ranked = int((ranks > 0).sum())
+        summary = Text()
+        summary.append("influence ", style="bold")
+        summary.append(score_text, style=score_style)
+        if rank:
+            summary.append(f"  rank {fmt.count(rank)} of {fmt.count(n_ranked)} (1 = most helpful; "
+                           f"{fmt.count(n_ranked - rank + 1)} from the harmful end)")
+        summary.append(f"  ·  {app.variant} labels  ·  λ {fmt.lam(data.regularizations[app.reg_index])}")
+        layers = data.layer_rows(app.variant, app.reg_index, test)[:, train]
+        names = [layer.name for layer in data.layers]
+        parts: list = [summary]
+        if scored[train]:
+            parts.append(layer_split_table(names, layers, float(values[train])))
+        self.query_one("#pair-summary", Static).update(Group(*parts))
+        self.query_one("#pair-test-text", Static).update(self._review_text(data, "test", test))
+        self.query_one("#pair-train-text", Static).update(self._review_text(data, "train", train))
+
+    def _review_text(self, data: StoreData, split: str, index: int) -> Text:
+        app = self.explorer
+        text = Text()
+        if split == "test":
+            label, prediction = int(data.test.label[index]), int(data.test.prediction[index])
+            confidence = data.test_confidence()[index]
+            text.append(f"Test #{index}", style="bold")
+            text.append(f"  true {data.label_name(label)}, predicted {data.label_name(prediction)}"
+                        f" ({fmt.fraction(float(confidence), 2)})\n\n")
+            text.append(data.test.text[index])
+            return text
+        label, used = int(data.train.label[index]), int(data.train_labels(app.variant)[index])
+        text.append(f"Train #{index}", style="bold")
+        text.append(f"  label {data.label_name(label)}")
+        if data.corrupted[index]:
+            flipped = f" → {data.label_name(int(data.train.corrupted_label[index]))}"
+            text.append(f", corrupted{flipped}" + (" (used)" if app.variant == VARIANT_CORRUPTED else ""),
+                        style="magenta")
+        elif used != label:
+            text.append(f", used {data.label_name(used)}")
+        text.append("\n\n")
+        text.append(data.train.text[index])
+        return text
+
+    def current_table(self) -> ViewTable | None:
+        data = self.explorer.data
+        if data is None:
+            return None
+        app = self.explorer
+        values, _, ranks = self._ranks(data)
+        train = self._train(ranks)
+        layers = data.layer_rows(app.variant, app.reg_index, app.test_index)[:, train]
+        return ViewTable(
+            name=f"pair-test{app.test_index}-train{train}-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
+            columns=["variant", "lambda", "test_index", "train_index", "layer", "influence"],
+            rows=[[app.variant, data.regularizations[app.reg_index], app.test_index, train, layer.name, float(value)]
+                  for layer, value in zip(data.layers, layers)]
+            + [[app.variant, data.regularizations[app.reg_index], app.test_index, train, "total", float(values[train])]],
+        )

@@ -1,0 +1,1 @@
+"""The views (one per tab) and the widgets they are made of."""

@@ -1,0 +1,156 @@
+"""Corruption: for the selected test review, what flipping training labels did to each training review.
+
+The notebook saw influences "tend to become negative" when labels are corrupted;
+this view lists every pair with its clean and corrupted score and rank, sign changes
+and the largest rank moves first, and sums up the flipped reviews.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from store.analysis import RankChanges, rank_changes
+from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED
+from tui import format as fmt
+from tui.cells import CellText, corrupted_cell, rank_cell, score_cell
+from tui.data import Row, StoreData
+from tui.export import ViewTable
+from tui.messages import PairRequested
+from tui.sorting import sort_rows
+from tui.widgets.base import StateView
+from tui.widgets.virtual_table import Column, VirtualTable
+
+SIGN_MARK = "±"
+
+
+class CorruptionView(StateView):
+    """Clean against corrupted labels, pair by pair; Enter opens a pair side by side."""
+
+    WATCHES = ("test_index", "reg_index", "content_version", "corruption_sort")
+    COLUMNS = [
+        Column("index", "train #", 7, "right"),
+        Column("corrupted", "corr", 4, descending_first=True),
+        Column("clean", "clean", 10, "right", descending_first=True),
+        Column("corrupted_score", "corrupted", 10, "right", descending_first=True),
+        Column("sign", "sign", 4, descending_first=True),
+        Column("rank_clean", "rank", 7, "right"),
+        Column("rank_corrupted", "→ rank", 7, "right"),
+        Column("delta", "Δrank", 8, "right", descending_first=True),
+        Column("text", "text"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="corruption-summary")
+        yield VirtualTable(self.COLUMNS, self._cells, id="corruption-table")
+
+    @property
+    def table_widget(self) -> VirtualTable:
+        return self.query_one("#corruption-table", VirtualTable)
+
+    def focus_main(self) -> None:
+        self.table_widget.focus()
+
+    def update_view(self) -> None:
+        data, app = self.data, self.explorer
+        summary = self.query_one("#corruption-summary", Static)
+        if data is None or not data.has_corrupted:
+            summary.update(self.NO_STORE if data is None else
+                           "This store has no corrupted-label variant (it was computed with --corrupt none).")
+            self.table_widget.show(np.zeros(0, dtype=np.int64))
+            return
+        self._clean = data.row(VARIANT_CLEAN, app.reg_index, app.test_index)
+        self._corrupted = data.row(VARIANT_CORRUPTED, app.reg_index, app.test_index)
+        self._clean_shown, self._corrupted_shown = self._clean.shown, self._corrupted.shown
+        self._changes = rank_changes(self._clean_shown, self._corrupted_shown, k=0)
+        self._flipped = np.zeros(data.n_train, dtype=bool)
+        self._flipped[self._changes.sign_flipped] = True
+        ranked = self._changes.rank_clean >= 0
+        self._delta = np.where(ranked, self._changes.rank_corrupted - self._changes.rank_clean, 0)
+        summary.update(self._summary(data))
+        sort = app.corruption_sort
+        self.table_widget.show(sort_rows(self._sort_keys(data, sort.column), sort.descending), sort)
+
+    def _sort_keys(self, data: StoreData, column: str) -> np.ndarray:
+        clean, corrupted, changes = self._clean_shown, self._corrupted_shown, self._changes
+        moved = np.abs(self._delta).astype(np.float64)
+        return {
+            "index": lambda: np.arange(data.n_train),
+            "corrupted": lambda: data.corrupted.astype(np.int8),
+            "clean": lambda: clean,
+            "corrupted_score": lambda: corrupted,
+            # Sign changes first, then the largest rank moves: what the before/after view is for.
+            "sign": lambda: np.where(changes.rank_clean >= 0, self._flipped * (data.n_train + 1.0) + moved, np.nan),
+            "rank_clean": lambda: np.where(changes.rank_clean >= 0, changes.rank_clean, np.nan),
+            "rank_corrupted": lambda: np.where(changes.rank_corrupted >= 0, changes.rank_corrupted, np.nan),
+            "delta": lambda: np.where(changes.rank_clean >= 0, moved, np.nan),
+            "text": lambda: np.array([text.lower() for text in data.train.text], dtype=object),
+        }[column]()
+
+    def _summary(self, data: StoreData) -> Text:
+        flipped_labels = data.corrupted
+        clean, corrupted = self._clean_shown, self._corrupted_shown
+        both = np.isfinite(clean) & np.isfinite(corrupted)
+        text = Text()
+        text.append(f"Test #{self.explorer.test_index}", style="bold")
+        text.append(f": clean → corrupted labels ({fmt.count(int(flipped_labels.sum()))} of "
+                    f"{fmt.count(data.n_train)} training labels flipped). ")
+        text.append(f"{fmt.count(len(self._changes.sign_flipped))} of {fmt.count(int(both.sum()))} scored pairs "
+                    f"changed sign.\n")
+        flipped_both = flipped_labels & both
+        if flipped_both.any():
+            before, after = float(np.mean(clean[flipped_both])), float(np.mean(corrupted[flipped_both]))
+            negative = int(np.sum(corrupted[flipped_both] < 0))
+            text.append(f"Flipped reviews: mean influence {fmt.score(before)} → {fmt.score(after)}, "
+                        f"{fmt.count(negative)} of {fmt.count(int(flipped_both.sum()))} now negative.")
+        pending = data.n_train - int(both.sum())
+        if pending:
+            text.append(f"  {fmt.count(pending)} pairs pending.", style="yellow")
+        return text
+
+    def _cells(self, row_id: int) -> list[CellText]:
+        data = self.data
+        assert data is not None
+        changes: RankChanges = self._changes
+        clean, corrupted = self._clean, self._corrupted
+        return [
+            (str(row_id), None),
+            corrupted_cell(bool(data.corrupted[row_id])),
+            _score(clean, row_id),
+            _score(corrupted, row_id),
+            (SIGN_MARK, None) if self._flipped[row_id] else ("", None),
+            rank_cell(int(changes.rank_clean[row_id]) + 1),
+            rank_cell(int(changes.rank_corrupted[row_id]) + 1),
+            (f"{int(self._delta[row_id]):+,}", None) if changes.rank_clean[row_id] >= 0 else (fmt.MISSING, None),
+            (fmt.one_line(data.train.text[row_id]), None),
+        ]
+
+    @on(VirtualTable.SortRequested, "#corruption-table")
+    def _sort(self, message: VirtualTable.SortRequested) -> None:
+        self.explorer.corruption_sort = message.sort
+
+    @on(VirtualTable.RowSelected, "#corruption-table")
+    def _select(self, message: VirtualTable.RowSelected) -> None:
+        self.post_message(PairRequested(self.explorer.test_index, message.row_id))
+
+    def table(self) -> ViewTable | None:
+        data, app = self.data, self.explorer
+        if data is None or not data.has_corrupted:
+            return None
+        changes = self._changes
+        return ViewTable(
+            name=f"corruption-test{app.test_index}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
+            columns=["test_index", "train_index", "corrupted", "influence_clean", "influence_corrupted",
+                     "sign_changed", "rank_clean", "rank_corrupted"],
+            rows=[[app.test_index, int(i), bool(data.corrupted[i]), float(self._clean_shown[i]),
+                   float(self._corrupted_shown[i]), bool(self._flipped[i]),
+                   int(changes.rank_clean[i]) + 1 or "", int(changes.rank_corrupted[i]) + 1 or ""]
+                  for i in self.table_widget.order],
+        )
+
+
+def _score(row: Row, index: int) -> CellText:
+    return score_cell(float(row.values[index]), bool(row.scored[index]))

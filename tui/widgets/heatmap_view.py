@@ -1,0 +1,280 @@
+"""Heatmap: test × train influence on a diverging scale, extremes marked, Enter opens a cell's pair.
+
+The notebook's first analysis, for every pair rather than one batch. The matrix is
+read and pooled to the widget's size in a thread worker; each cell shows the value of
+largest magnitude in its block, so the extremes survive the downsampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.segment import Segment
+from rich.style import Style
+from rich.text import Text
+from textual import events, on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.message import Message
+from textual.reactive import reactive
+from textual.strip import Strip
+from textual.widget import Widget
+from textual.widgets import Static
+
+from store.errors import StoreError
+from tui import format as fmt
+from tui import palette
+from tui.data import StoreData
+from tui.export import ViewTable
+from tui.messages import PairRequested
+from tui.pooling import Extreme, PooledMatrix, pool_matrix
+from tui.widgets.base import StateView
+
+LABEL_WIDTH = 7  # test index labels left of the grid
+CELL_WIDTH = 2
+AXIS_LINES = 1
+MAX_MARK, MIN_MARK = "▲", "▼"
+INVALID_MARK = "!"
+CURSOR_STYLE = Style(reverse=True, bold=True)
+
+
+class HeatmapCanvas(Widget, can_focus=True):
+    """Draws a PooledMatrix; arrows move a cell cursor, Enter (or a double click) opens its pair."""
+
+    BINDINGS = [
+        Binding("up,k", "move(0, -1)", "up", show=False),
+        Binding("down,j", "move(0, 1)", "down", show=False),
+        Binding("left,h", "move(-1, 0)", "left", show=False),
+        Binding("right,l", "move(1, 0)", "right", show=False),
+        Binding("plus", "jump('max')", "most positive", key_display="+"),
+        Binding("minus", "jump('min')", "most negative", key_display="-"),
+        Binding("enter", "open", "open pair"),
+    ]
+    cursor: reactive[tuple[int, int]] = reactive((0, 0))  # (row, col) of the grid
+
+    class CursorMoved(Message):
+        """The cell under the cursor changed: the view describes it."""
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.pooled: PooledMatrix | None = None
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """How many (rows, cols) of cells fit."""
+        return max(1, self.size.height - AXIS_LINES), max(1, (self.size.width - LABEL_WIDTH) // CELL_WIDTH)
+
+    def show(self, pooled: PooledMatrix | None) -> None:
+        self.pooled = pooled
+        self.cursor = self.validate_cursor(self.cursor)
+        self.refresh()
+        self.post_message(self.CursorMoved())
+
+    def validate_cursor(self, cursor: tuple[int, int]) -> tuple[int, int]:
+        if self.pooled is None:
+            return 0, 0
+        rows, cols = self.pooled.shape
+        return max(0, min(rows - 1, cursor[0])), max(0, min(cols - 1, cursor[1]))
+
+    def watch_cursor(self) -> None:
+        self.refresh()
+        self.post_message(self.CursorMoved())
+
+    def action_move(self, dx: int, dy: int) -> None:
+        self.cursor = (self.cursor[0] + dy, self.cursor[1] + dx)
+
+    def cell_of(self, extreme: Extreme) -> tuple[int, int]:
+        assert self.pooled is not None
+        row = int(self.pooled.row_edges.searchsorted(extreme.test_index, side="right")) - 1
+        col = int(self.pooled.col_edges.searchsorted(extreme.train_index, side="right")) - 1
+        return row, col
+
+    def action_jump(self, which: str) -> None:
+        pooled = self.pooled
+        extreme = None if pooled is None else pooled.maximum if which == "max" else pooled.minimum
+        if extreme is not None:
+            self.cursor = self.cell_of(extreme)
+
+    def pair_at_cursor(self) -> tuple[int, int] | None:
+        """The (test, train) pair behind the cursor's cell; None when it is pending."""
+        if self.pooled is None:
+            return None
+        row, col = self.cursor
+        if math.isnan(self.pooled.values[row, col]):
+            return None
+        return int(self.pooled.test_index[row, col]), int(self.pooled.train_index[row, col])
+
+    def action_open(self) -> None:
+        pair = self.pair_at_cursor()
+        if pair is None:
+            self.notify("This cell is pending: its scores are not computed yet.", severity="warning")
+            return
+        self.post_message(PairRequested(*pair))
+
+    def on_click(self, event: events.Click) -> None:
+        offset = event.get_content_offset(self)
+        if offset is None or self.pooled is None or offset.y < AXIS_LINES or offset.x < LABEL_WIDTH:
+            return
+        self.cursor = self.validate_cursor((offset.y - AXIS_LINES, (offset.x - LABEL_WIDTH) // CELL_WIDTH))
+        if event.chain >= 2:
+            self.action_open()
+
+    # ------------------------------------------------------------ drawing
+    def _marks(self) -> dict[tuple[int, int], str]:
+        pooled = self.pooled
+        assert pooled is not None
+        marks = {}
+        for extreme, mark in ((pooled.maximum, MAX_MARK), (pooled.minimum, MIN_MARK)):
+            if extreme is not None:
+                marks[self.cell_of(extreme)] = mark
+        return marks
+
+    def _axis(self, width: int) -> Strip:
+        assert self.pooled is not None
+        n_train = int(self.pooled.col_edges[-1])
+        span = self.pooled.shape[1] * CELL_WIDTH
+        left, right = "train 0", f"{n_train - 1:,}"
+        line = " " * LABEL_WIDTH + left + " " * max(1, span - len(left) - len(right)) + right
+        return Strip([Segment(line[:width], Style(dim=True))]).adjust_cell_length(width)
+
+    def render_line(self, y: int) -> Strip:
+        width = self.size.width
+        pooled = self.pooled
+        if pooled is None:
+            return Strip.blank(width)
+        if y < AXIS_LINES:
+            return self._axis(width)
+        row = y - AXIS_LINES
+        if row >= pooled.shape[0]:
+            return Strip.blank(width)
+        first = int(pooled.row_edges[row])
+        segments = [Segment(f"{first:>{LABEL_WIDTH - 1}} ", Style(dim=True))]
+        marks = self._marks()
+        no_color = self.app.no_color
+        for col in range(pooled.shape[1]):
+            mark = INVALID_MARK if pooled.invalid[row, col] else marks.get((row, col), "")
+            cell = palette.cell(float(pooled.values[row, col]), pooled.scale, no_color=no_color, mark=mark)
+            style = cell.style + CURSOR_STYLE if (row, col) == self.cursor and self.has_focus else cell.style
+            text = "[]" if (row, col) == self.cursor and no_color else cell.text
+            segments.append(Segment(text, style))
+        return Strip(segments).adjust_cell_length(width)
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+
+def legend(scale: float, no_color: bool) -> Text:
+    """The colour bar from −scale to +scale, with what the marks mean."""
+    text = Text(f"{fmt.score(-scale)} ")
+    for signed in range(-palette.LEVELS, palette.LEVELS + 1):
+        cell = palette.cell(signed * scale / palette.LEVELS, scale, no_color=no_color)
+        text.append(cell.text, style=cell.style)
+    text.append(f" {fmt.score(scale)} (99th pct of |I|)  ")
+    text.append(f"{MAX_MARK} max {MIN_MARK} min {palette.PENDING_GLYPH} pending {INVALID_MARK} NaN", style="dim")
+    return text
+
+
+class HeatmapView(StateView):
+    """The canvas with a title, a legend and a line about the cell under the cursor."""
+
+    WATCHES = ("variant", "reg_index", "content_version")
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self._request: tuple | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="heatmap-title")
+        yield HeatmapCanvas(id="heatmap-canvas")
+        yield Static(id="heatmap-legend")
+        yield Static(id="heatmap-cell")
+
+    @property
+    def canvas(self) -> HeatmapCanvas:
+        return self.query_one(HeatmapCanvas)
+
+    def focus_main(self) -> None:
+        self.canvas.focus()
+
+    def update_view(self) -> None:
+        data, app = self.data, self.explorer
+        title = self.query_one("#heatmap-title", Static)
+        if data is None:
+            title.update(self.NO_STORE)
+            return
+        if not self.canvas.size.area:
+            return  # not laid out yet: on_resize comes back
+        rows, cols = self.canvas.grid_size
+        request = (app.variant, app.reg_index, app.content_version, rows, cols)
+        if request == self._request:
+            return
+        self._request = request
+        title.update(f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])}"
+                     " · reading…")
+        self._pool(data, request)
+
+    def on_resize(self) -> None:
+        if self.is_shown and self.data is not None:
+            self.update_view()
+
+    @work(thread=True, exclusive=True, group="heatmap")
+    def _pool(self, data: StoreData, request: tuple) -> None:
+        variant, reg_index, _, rows, cols = request
+        try:
+            pooled = pool_matrix(lambda tests: data.reader.influence_matrix(variant, reg_index, tests=tests),
+                                 data.n_test, data.n_train, data.scored, rows, cols)
+        except StoreError as error:
+            self.app.call_from_thread(self.notify, str(error), title="Heatmap", severity="error")
+            return
+        self.app.call_from_thread(self._pooled_ready, request, pooled)
+
+    def _pooled_ready(self, request: tuple, pooled: PooledMatrix) -> None:
+        if request != self._request:
+            return  # the state moved on while this was computed
+        data, app = self.data, self.explorer
+        assert data is not None
+        test_block = int(pooled.row_edges[1] - pooled.row_edges[0])
+        train_block = int(pooled.col_edges[1] - pooled.col_edges[0])
+        block = "one pair per cell" if test_block == train_block == 1 else (
+            f"cell = {test_block}×{train_block} pairs, max |I|")
+        self.query_one("#heatmap-title", Static).update(
+            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}")
+        self.query_one("#heatmap-legend", Static).update(legend(pooled.scale, self.app.no_color))
+        self.canvas.show(pooled)
+
+    @on(HeatmapCanvas.CursorMoved)
+    def _describe_cell(self) -> None:
+        pooled = self.canvas.pooled
+        line = self.query_one("#heatmap-cell", Static)
+        if pooled is None:
+            line.update("")
+            return
+        row, col = self.canvas.cursor
+        tests = f"test {pooled.row_edges[row]:,}–{pooled.row_edges[row + 1] - 1:,}"
+        trains = f"train {pooled.col_edges[col]:,}–{pooled.col_edges[col + 1] - 1:,}"
+        pair = self.canvas.pair_at_cursor()
+        if pair is None:
+            detail = "pending"
+        else:
+            detail = f"{fmt.score(float(pooled.values[row, col]))} at test #{pair[0]} × train #{pair[1]} (enter opens)"
+        extremes = "  ·  ".join(
+            f"{label} {fmt.score(e.value)} at #{e.test_index}×#{e.train_index}"
+            for label, e in ((f"{MAX_MARK} max", pooled.maximum), (f"{MIN_MARK} min", pooled.minimum)) if e is not None)
+        line.update(Text(f"{tests} × {trains}: {detail}\n{extremes}"))
+
+    def table(self) -> ViewTable | None:
+        pooled, data, app = self.canvas.pooled, self.data, self.explorer
+        if pooled is None or data is None:
+            return None
+        rows, cols = pooled.shape
+        return ViewTable(
+            name=f"heatmap-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
+            columns=["test_from", "test_to", "train_from", "train_to", "max_abs_influence", "test_index",
+                     "train_index", "invalid"],
+            rows=[[int(pooled.row_edges[r]), int(pooled.row_edges[r + 1] - 1), int(pooled.col_edges[c]),
+                   int(pooled.col_edges[c + 1] - 1), float(pooled.values[r, c]), int(pooled.test_index[r, c]),
+                   int(pooled.train_index[r, c]), bool(pooled.invalid[r, c])] for r in range(rows) for c in range(cols)],
+        )

@@ -1,0 +1,161 @@
+"""Overview: what was analysed, how well the model does, and each engine stage's progress."""
+
+from __future__ import annotations
+
+from rich.console import Group, RenderableType
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from store.schema import STATUS_DONE, STATUS_FAILED, STATUS_RUNNING
+from store.stages import StageRecord
+from tui import format as fmt
+from tui.data import StoreData
+from tui.engine import FAILED, LiveStage
+from tui.widgets.base import StateView
+
+BAR_WIDTH = 20
+STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", "cancelled": "magenta"}
+STAGE_TITLES = {"training": "train demo model"}
+
+
+def _tracked_parameters(data: StoreData) -> int:
+    return sum(layer.out_features * layer.augmented_in for layer in data.layers)
+
+
+def _confusion(metrics: dict, labels: list[str]) -> Table | None:
+    matrix = metrics.get("confusion") or metrics.get("confusion_matrix")
+    if not matrix:
+        return None
+    table = Table(box=None, padding=(0, 1), show_edge=False)
+    table.add_column("true \\ predicted", style="dim")
+    for name in labels:
+        table.add_column(name, justify="right")
+    for name, row in zip(labels, matrix):
+        table.add_row(name, *(fmt.count(int(value)) for value in row))
+    return table
+
+
+class OverviewView(StateView):
+    """The run at a glance; redraws on every progress message while the engine runs."""
+
+    WATCHES = ("content_version", "stages_version", "reports_version", "engine_state", "variant")
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(id="overview-problem", markup=False)
+            yield Static(id="overview-summary")
+            yield Static(id="overview-stages")
+
+    def update_view(self) -> None:
+        data = self.data
+        self.query_one("#overview-problem", Static).update(self._problem())
+        summary = self.query_one("#overview-summary", Static)
+        summary.update(self._summary(data) if data is not None else Text(self.NO_STORE, style="italic"))
+        self.query_one("#overview-stages", Static).update(self._stages(data))
+
+    # ------------------------------------------------------------ parts
+    def _problem(self) -> Text:
+        app = self.explorer
+        outcome = app.last_outcome
+        if outcome is not None and outcome.status == FAILED:
+            return Text(f"Engine failed: {outcome.summary}  (d: details, r: retry)", style="bold red")
+        if app.store_problem and app.data is None and not app.engine_running:
+            return Text(app.store_problem, style="bold red")
+        return Text()
+
+    def _summary(self, data: StoreData) -> RenderableType:
+        config = data.reader.config
+        run = data.reader.summaries().get("run", {})
+        grid = Table.grid(padding=(0, 2))
+        grid.add_column(style="bold", no_wrap=True)
+        grid.add_column()
+        grid.add_row("Model", str(config.get("model", "?")))
+        grid.add_row("Data", f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} training × "
+                             f"{fmt.count(data.n_test)} test reviews; labels {', '.join(data.reader.label_names)}")
+        grid.add_row("Corrupted", f"{fmt.count(int(data.corrupted.sum()))} training labels flipped"
+                     if data.has_corrupted else "no corrupted-label variant")
+        total = run.get("total_parameters")
+        of_total = f" of {fmt.parameters(int(total))} in the model" if total else ""
+        names = ", ".join(layer.name for layer in data.layers)
+        grid.add_row("Layers", Text(f"{len(data.layers)} tracked, {fmt.parameters(_tracked_parameters(data))} "
+                                    f"parameters{of_total}: {names}"))
+        mode = str(config.get("mode") or config.get("method") or "?").upper().replace("EKFAC", "EK-FAC").replace(
+            "KFAC", "K-FAC")
+        grid.add_row("Curvature", f"{mode}, {config.get('fisher', '?')} Fisher")
+        grid.add_row("λ", self._regularization(data))
+        metrics = data.reader.metrics()
+        if metrics:
+            grid.add_row("Test", f"F1 {fmt.fraction(metrics.get('f1', float('nan')))}   "
+                                 f"accuracy {fmt.fraction(metrics.get('accuracy', float('nan')))}")
+            confusion = _confusion(metrics, data.reader.label_names)
+            if confusion is not None:
+                grid.add_row("", confusion)
+        else:
+            grid.add_row("Test", Text(fmt.PENDING, style="italic"))
+        return grid
+
+    def _regularization(self, data: StoreData) -> Text:
+        app = self.explorer
+        regs = data.regularizations
+        text = Text()
+        for index, value in enumerate(regs):
+            style = "reverse" if index == app.reg_index else ""
+            text.append(fmt.lam(value), style=style)
+            text.append("  ")
+        text.append(f"main {fmt.lam(data.reader.main_regularization)}")
+        report = app.reports.get(app.variant)
+        if report is not None:
+            recommended = "none stable" if report.recommended is None else fmt.lam(report.recommended)
+            text.append(f", recommended {recommended} (Spearman ≥ {report.threshold:g})")
+        return text
+
+    def _stage_rows(self, data: StoreData | None) -> list[tuple[str, StageRecord | None, LiveStage | None]]:
+        """Stages of the store in order, then live ones the store does not have (e.g. demo training)."""
+        live = self.explorer.live.stages
+        records = data.stages if data is not None else {}
+        rows = [(key, record, live.get(key)) for key, record in records.items()]
+        rows += [(key, None, stage) for key, stage in live.items() if key not in records]
+        return rows
+
+    def _stages(self, data: StoreData | None) -> RenderableType:
+        rows = self._stage_rows(data)
+        if not rows:
+            return Text("Stages: waiting for the engine to start…", style="italic")
+        table = Table(box=None, padding=(0, 1), title="Engine stages", title_justify="left", title_style="bold")
+        for name, justify in (("stage", "left"), ("progress", "left"), ("", "right"), ("status", "left"),
+                              ("rate", "right"), ("time", "right")):
+            table.add_column(name, justify=justify, no_wrap=True)
+        for key, record, live in rows:
+            table.add_row(*self._stage_cells(key, record, live))
+        hint = Text("x cancels the running stage, r resumes", style="dim") if self.explorer.config else Text()
+        return Group(table, hint)
+
+    def _stage_cells(self, key: str, record: StageRecord | None, live: LiveStage | None) -> list[RenderableType]:
+        running = live is not None and self.explorer.engine_running
+        done = live.event.done if running else (record.done if record else None)
+        total = (live.event.total if running else None) or (record.total if record else None)
+        unit = (live.event.unit if running else None) or (record.unit if record else "") or ""
+        status = record.status if record else ("running" if running else "pending")
+        if running and record is not None and record.status != STATUS_DONE:
+            status = STATUS_RUNNING
+        completed = min(done or 0, total or 0)
+        bar = ProgressBar(total=float(total or 1), completed=float(completed if total else 0), width=BAR_WIDTH)
+        count = f"{fmt.count(done or 0)}/{fmt.count(total)} {unit}" if total else ""
+        if running:
+            rate = fmt.rate(live.rate(), unit or "steps")
+            eta = live.eta()
+            when = fmt.duration(live.updated - live.since) + ("" if eta is None else f", {fmt.duration(eta)} left")
+        elif record is not None and record.status != "pending":
+            rate = fmt.rate((record.done or 0) / record.elapsed if record.elapsed > 0 else 0.0, unit or "steps")
+            when = fmt.duration(record.elapsed)
+        else:
+            rate = when = ""
+        message = record.message if record and record.message else ""
+        status_text = Text(status, style=STATUS_STYLES.get(status, "dim"))
+        if message:
+            status_text.append(f" ({message})", style="dim")
+        return [STAGE_TITLES.get(key, key), bar, count, status_text, rate, when]
