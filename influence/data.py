@@ -13,14 +13,13 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from influence.config import DEMO, RunConfig, default_subset
+from influence.config import DEMO, DEMO_CORPUS_SIZE, RunConfig, default_subset
 from influence.errors import UserError
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "target", "class")
 FILE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 ROW_COLUMN = "__influence_row__"
-DEMO_CORPUS_SIZE = (2000, 500)  # generated train and test reviews for the demo
 
 
 @dataclass

@@ -16,6 +16,7 @@ from influence.demo.corpus import (
     KINDS,
     LABEL_NAMES,
     NEGATION_CUES,
+    NEAR_DUPLICATE_FRACTION,
     NEGATIVE_ADJECTIVES,
     POSITIVE_ADJECTIVES,
     TOPIC_NAMES,
@@ -158,7 +159,7 @@ def test_hard_reviews_tell_their_plot_in_the_opposite_tone(corpus: DemoCorpus) -
 
 
 def test_near_duplicates_are_planted_light_paraphrases(corpus: DemoCorpus) -> None:
-    assert len(corpus.near_duplicates) == round(0.01 * len(corpus.test))
+    assert len(corpus.near_duplicates) == round(NEAR_DUPLICATE_FRACTION * len(corpus.test)) > 0
     planted_test = {j for _, j in corpus.near_duplicates}
     assert planted_test == {j for j, r in enumerate(corpus.test) if r.kind == "near_duplicate"}
     train_sets, test_sets = word_sets(corpus.train), word_sets(corpus.test)

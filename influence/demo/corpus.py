@@ -80,7 +80,7 @@ DRAWN_KIND_WEIGHTS = (
 # war-film case) and its mirror image, uplifting plot with a negative verdict.
 GRIM_PLOT_FRACTION = 0.02
 BRIGHT_PLOT_FRACTION = 0.01
-NEAR_DUPLICATE_FRACTION = 0.01
+NEAR_DUPLICATE_FRACTION = 0.04  # enough planted pairs that the demo's 100 test reviews hold a few
 
 MIN_SENTENCES = 3
 MAX_SENTENCES = 8
