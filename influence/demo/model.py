@@ -38,10 +38,10 @@ class DemoSettings:
     dim: int = 64
     layers: int = 2
     heads: int = 4
-    hidden: int = 256
-    epochs: int = 4
+    hidden: int = 128
+    epochs: int = 2
     batch_size: int = 32
-    learning_rate: float = 2e-3
+    learning_rate: float = 3e-3
     weight_decay: float = 0.01
     warmup_fraction: float = 0.1
 
