@@ -1,0 +1,149 @@
+"""``--export``: the tables a batch job leaves beside the store (summary.json and three CSV files).
+
+Reads through StoreReader and ranks through store.analysis, so the numbers are the
+ones the terminal UI shows. Scores not computed yet (NaN) are left out.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from store.analysis import ROW_BATCH, RegularizationReport, regularization_report, store_extremes, top_k
+from store.layout import VARIANT_CORRUPTED
+from store.reader import StoreReader
+
+SUMMARY_FILE = "summary.json"
+TOP_FILE = "top_influences.csv"
+LAYERS_FILE = "layers.csv"
+REGULARIZATION_FILE = "regularization.csv"
+HELPFUL, HARMFUL = "helpful", "harmful"
+PAIR_COLUMNS = ["variant", "test_index", "test_dataset_index", "direction", "rank", "train_index", "train_dataset_index"]
+TOP_COLUMNS = PAIR_COLUMNS + ["influence", "train_label", "train_label_used", "corrupted"]
+REGULARIZATION_COLUMNS = [
+    "variant", "series", "lambda_from", "lambda_to", "pearson", "spearman", "stable", "in_plateau",
+    "recommended", "recommended_lambda",
+]
+
+
+def _score(value: float) -> str:
+    """A float32 score with the digits it has."""
+    return format(float(value), ".8g")
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _jsonable(value: Any) -> Any:
+    """Plain JSON (NaN becomes null) from dicts, lists, numpy scalars and arrays."""
+    if isinstance(value, dict):
+        return {str(key): _jsonable(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, (float, np.floating)):
+        return None if not math.isfinite(value) else float(value)
+    return value
+
+
+def _top_pairs(reader: StoreReader, variant: str, k: int) -> Iterator[tuple[int, str, int, int, float, np.ndarray]]:
+    """(test, direction, rank, train, influence, per-layer influence) of every exported pair."""
+    reg_index = reader.main_regularization_index
+    for first in range(0, reader.n_test, ROW_BATCH):
+        rows = slice(first, min(first + ROW_BATCH, reader.n_test))
+        totals = reader.influence_matrix(variant, reg_index, tests=rows)
+        layers = np.stack([reader.influence_matrix(variant, reg_index, layer, tests=rows) for layer in range(len(reader.layers))])
+        for offset, row in enumerate(totals):
+            for direction, indices in zip((HELPFUL, HARMFUL), top_k(row, k)):
+                for rank, train in enumerate(indices, start=1):
+                    yield first + offset, direction, rank, int(train), float(row[train]), layers[:, offset, train]
+
+
+def _write_pairs(reader: StoreReader, out_dir: Path, k: int) -> list[Path]:
+    train, test = reader.examples("train"), reader.examples("test")
+    top_path, layers_path = out_dir / TOP_FILE, out_dir / LAYERS_FILE
+    layer_names = [layer.name for layer in reader.layers]
+    with open(top_path, "w", newline="") as top_file, open(layers_path, "w", newline="") as layers_file:
+        top_csv, layers_csv = csv.writer(top_file), csv.writer(layers_file)
+        top_csv.writerow(TOP_COLUMNS)
+        layers_csv.writerow(PAIR_COLUMNS + layer_names + ["total"])
+        for variant in reader.variants:
+            used = train.corrupted_label if variant == VARIANT_CORRUPTED else train.label
+            for q, direction, rank, n, influence, per_layer in _top_pairs(reader, variant, k):
+                pair = [variant, q, int(test.dataset_index[q]), direction, rank, n, int(train.dataset_index[n])]
+                corrupted = train.label[n] != train.corrupted_label[n]
+                top_csv.writerow(pair + [_score(influence), int(train.label[n]), int(used[n]), _flag(corrupted)])
+                layers_csv.writerow(pair + [_score(value) for value in per_layer] + [_score(influence)])
+    return [top_path, layers_path]
+
+
+def _write_regularization(reports: list[RegularizationReport], out_dir: Path) -> Path:
+    path = out_dir / REGULARIZATION_FILE
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(REGULARIZATION_COLUMNS)
+        for report in reports:
+            recommended = "" if report.recommended is None else repr(report.recommended)
+            for s, series in enumerate(report.series):
+                for j in range(len(report.regularizations) - 1):
+                    in_plateau = report.plateau is not None and report.plateau[0] <= j < report.plateau[1]
+                    writer.writerow([
+                        report.variant, series, repr(report.regularizations[j]), repr(report.regularizations[j + 1]),
+                        repr(float(report.pearson[s, j])), repr(float(report.spearman[s, j])),
+                        _flag(bool(report.stable[j])), _flag(in_plateau),
+                        _flag(report.recommended == report.regularizations[j]), recommended,
+                    ])
+    return path
+
+
+def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -> dict:
+    train, test = reader.examples("train"), reader.examples("test")
+    extremes = {
+        variant: [
+            {"test_index": q, "train_index": n, "test_dataset_index": test.dataset_index[q],
+             "train_dataset_index": train.dataset_index[n], "influence": value}
+            for q, n, value in store_extremes(reader, variant, reader.main_regularization_index, k)
+        ]
+        for variant in reader.variants
+    }
+    return {
+        "store": str(reader.path),
+        "format_version": reader.format_version,
+        "config": reader.config,
+        "library_versions": reader.library_versions,
+        "model_fingerprint": reader.model_fingerprint,
+        "data_fingerprint": reader.data_fingerprint,
+        "label_names": reader.label_names,
+        "layers": [asdict(layer) for layer in reader.layers],
+        "n_train": reader.n_train,
+        "n_test": reader.n_test,
+        "variants": reader.variants,
+        "regularizations": reader.regularizations,
+        "main_regularization": reader.main_regularization,
+        "metrics": reader.metrics(),
+        "stages": {key: record.as_dict() for key, record in reader.stages().items()},
+        "summary": reader.summaries(),
+        "extreme_pairs": extremes,
+        "regularization": {
+            report.variant: {"recommended": report.recommended, "plateau": report.plateau, "threshold": report.threshold}
+            for report in reports
+        },
+    }
+
+
+def export_tables(reader: StoreReader, out_dir: str | Path, k: int = 10) -> list[Path]:
+    """Write summary.json, top_influences.csv, layers.csv and regularization.csv; return their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    reports = [regularization_report(reader, variant) for variant in reader.variants]
+    summary_path = out_dir / SUMMARY_FILE
+    summary_path.write_text(json.dumps(_jsonable(_summary(reader, reports, k)), indent=2, allow_nan=False) + "\n")
+    return [summary_path, *_write_pairs(reader, out_dir, k), _write_regularization(reports, out_dir)]
