@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from store import StoreWriter
-from store.layout import StoreLayout
+from store.layout import LayerInfo, StoreLayout
 from store.schema import FACTOR_STAGES, STAGE_FACTORS, factor_shape, parse_stage_key, stage_key
 from store.synthetic import synthetic_layout
 
@@ -23,12 +23,24 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 60
 
 
-def small_layout(**changes: object) -> StoreLayout:
+def small_layout(n_train: int = 50, score_block: int = 16, **changes: object) -> StoreLayout:
     """A store of 7 test × 50 train examples, 3 layers (one bias-free), 2 variants, 2 λ, blocks of 16."""
     layout = synthetic_layout(
-        n_test=7, n_train=50, n_layers=3, regularizations=(1e-3, 1e-1), variants=("clean", "corrupted"), seed=5, score_block=16
+        n_test=7, n_train=n_train, n_layers=3, regularizations=(1e-3, 1e-1), variants=("clean", "corrupted"), seed=5,
+        score_block=score_block,
     )
     return dataclasses.replace(layout, **changes)
+
+
+def many_blocks_layout() -> StoreLayout:
+    """The small layout cut into 50 blocks of 8 train examples, for watching progress."""
+    return small_layout(n_train=400, score_block=8)
+
+
+def wide_layers_layout() -> StoreLayout:
+    """Many blocks and factors large enough (hundreds of KB) that a kill can land inside their writes."""
+    layers = [LayerInfo(f"ffn.{i}", in_features=300 + 10 * i, out_features=200, has_bias=i != 1, kind="linear") for i in range(2)]
+    return small_layout(n_train=240, score_block=8, layers=layers, factor_variants=["clean", "corrupted"])
 
 
 def block_scores(layout: StoreLayout, block: int) -> dict[str, dict]:
