@@ -46,7 +46,7 @@ from store.schema import (
 )
 
 VLEN_OVERHEAD_BYTES = 32  # global-heap object header and reference per string
-METADATA_ALLOWANCE_BYTES = 1 << 20
+METADATA_ALLOWANCE_BYTES = 256 * 1024
 OPEN_ATTEMPTS = 20
 OPEN_RETRY_SECONDS = 0.05
 _TABLE_COLUMNS = ("label", "dataset_index", "corrupted_label")

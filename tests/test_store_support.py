@@ -23,10 +23,10 @@ REPO = Path(__file__).resolve().parents[1]
 CHILD_TIMEOUT_S = 60
 
 
-def small_layout(n_train: int = 50, score_block: int = 16, **changes: object) -> StoreLayout:
-    """A store of 7 test × 50 train examples, 3 layers (one bias-free), 2 variants, 2 λ, blocks of 16."""
+def small_layout(n_train: int = 50, score_block: int = 16, n_test: int = 7, **changes: object) -> StoreLayout:
+    """By default 7 test × 50 train examples, 3 layers (one bias-free), 2 variants, 2 λ, blocks of 16."""
     layout = synthetic_layout(
-        n_test=7, n_train=n_train, n_layers=3, regularizations=(1e-3, 1e-1), variants=("clean", "corrupted"), seed=5,
+        n_test=n_test, n_train=n_train, n_layers=3, regularizations=(1e-3, 1e-1), variants=("clean", "corrupted"), seed=5,
         score_block=score_block,
     )
     return dataclasses.replace(layout, **changes)
@@ -52,7 +52,7 @@ def block_scores(layout: StoreLayout, block: int) -> dict[str, dict]:
         for k in range(len(layout.regularizations)):
             grid = np.arange(n_layers * layout.n_test * (stop - start)).reshape(n_layers, layout.n_test, -1)
             # integer arithmetic and one exact division: bit-identical on every call (np.sin is not)
-            values = ((((grid + 1000 * block + 100 * v + 10 * k) * 7919) % 2001 - 1000) / 64 * (k + 1)).astype(np.float32)
+            values = ((((grid + 1000 * block + 100 * v + 10 * k) * 7919) % 2001 - 1000) / 97 * (k + 1)).astype(np.float32)
             layers[variant, k] = values
             total[variant, k] = values.sum(axis=0)
             train_self[variant, k] = np.abs(values).sum(axis=(0, 1))
