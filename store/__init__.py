@@ -19,13 +19,13 @@ from store.stages import StageRecord
 from store.writer import StoreWriter
 
 __all__ = [
-    "ExampleTable",
-    "ExampleView",
     "FORMAT_NAME",
     "FORMAT_VERSION",
-    "LayerInfo",
     "STAGES",
     "STATUSES",
+    "ExampleTable",
+    "ExampleView",
+    "LayerInfo",
     "StageRecord",
     "StoreDamaged",
     "StoreError",

@@ -45,7 +45,8 @@ def extreme_pairs(matrix: np.ndarray, k: int, *, first_row: int = 0) -> list[tup
     helpful, harmful = top_k(matrix.ravel(), k)
     n_train = matrix.shape[1]
     return [
-        (first_row + int(i // n_train), int(i % n_train), float(matrix.flat[i])) for i in np.concatenate([helpful, harmful])
+        (first_row + int(i // n_train), int(i % n_train), float(matrix.flat[i]))
+        for i in np.concatenate([helpful, harmful])
     ]
 
 
@@ -56,7 +57,7 @@ def merge_extremes(pairs: list[tuple[int, int, float]], k: int) -> list[tuple[in
     return [pairs[i] for i in np.concatenate([helpful, harmful])]
 
 
-def store_extremes(reader: "StoreReader", variant: str, reg_index: int, k: int) -> list[tuple[int, int, float]]:
+def store_extremes(reader: StoreReader, variant: str, reg_index: int, k: int) -> list[tuple[int, int, float]]:
     """extreme_pairs of a whole total-influence matrix, read ROW_BATCH test rows at a time."""
     pairs: list[tuple[int, int, float]] = []
     for first in range(0, reader.n_test, ROW_BATCH):
@@ -126,7 +127,7 @@ class RegularizationReport:
     recommended: float | None
 
 
-def column_means(reader: "StoreReader", variant: str, reg_index: int) -> np.ndarray:
+def column_means(reader: StoreReader, variant: str, reg_index: int) -> np.ndarray:
     """Mean over test examples of each layer's and the total's influence: (n_layers + 1, n_train)."""
     n_series = len(reader.layers) + 1
     sums = np.zeros((n_series, reader.n_train))
@@ -155,7 +156,9 @@ def _longest_run(stable: np.ndarray) -> tuple[int, int] | None:
     return best
 
 
-def regularization_report(reader: "StoreReader", variant: str, threshold: float = SPEARMAN_THRESHOLD) -> RegularizationReport:
+def regularization_report(
+    reader: StoreReader, variant: str, threshold: float = SPEARMAN_THRESHOLD
+) -> RegularizationReport:
     """Compare neighbouring λ values of ``variant`` layer by layer; see RegularizationReport for the rule."""
     regs = list(reader.regularizations)
     means = np.stack([column_means(reader, variant, k) for k in range(len(regs))], axis=1)

@@ -30,7 +30,9 @@ def encode_chunk(tile: np.ndarray) -> bytes:
     return zlib.compress(shuffled, SCORE_COMPRESSION_LEVEL)
 
 
-def encode_block(chunks: tuple[int, ...], fill: float, array: np.ndarray, start: int) -> list[tuple[tuple[int, ...], bytes]]:
+def encode_block(
+    chunks: tuple[int, ...], fill: float, array: np.ndarray, start: int
+) -> list[tuple[tuple[int, ...], bytes]]:
     """Cut ``array`` (a dataset's columns from ``start`` on) into full chunks, encoded, with their offsets.
 
     Pure numpy and zlib, so that it runs in a worker thread; chunks at the dataset's

@@ -11,7 +11,8 @@ import json
 import math
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -24,11 +25,27 @@ TOP_FILE = "top_influences.csv"
 LAYERS_FILE = "layers.csv"
 REGULARIZATION_FILE = "regularization.csv"
 HELPFUL, HARMFUL = "helpful", "harmful"
-PAIR_COLUMNS = ["variant", "test_index", "test_dataset_index", "direction", "rank", "train_index", "train_dataset_index"]
+PAIR_COLUMNS = [
+    "variant",
+    "test_index",
+    "test_dataset_index",
+    "direction",
+    "rank",
+    "train_index",
+    "train_dataset_index",
+]
 TOP_COLUMNS = PAIR_COLUMNS + ["influence", "train_label", "train_label_used", "corrupted"]
 REGULARIZATION_COLUMNS = [
-    "variant", "series", "lambda_from", "lambda_to", "pearson", "spearman", "stable", "in_plateau",
-    "recommended", "recommended_lambda",
+    "variant",
+    "series",
+    "lambda_from",
+    "lambda_to",
+    "pearson",
+    "spearman",
+    "stable",
+    "in_plateau",
+    "recommended",
+    "recommended_lambda",
 ]
 
 
@@ -60,7 +77,9 @@ def _top_pairs(reader: StoreReader, variant: str, k: int) -> Iterator[tuple[int,
     for first in range(0, reader.n_test, ROW_BATCH):
         rows = slice(first, min(first + ROW_BATCH, reader.n_test))
         totals = reader.influence_matrix(variant, reg_index, tests=rows)
-        layers = np.stack([reader.influence_matrix(variant, reg_index, layer, tests=rows) for layer in range(len(reader.layers))])
+        layers = np.stack(
+            [reader.influence_matrix(variant, reg_index, layer, tests=rows) for layer in range(len(reader.layers))]
+        )
         for offset, row in enumerate(totals):
             for direction, indices in zip((HELPFUL, HARMFUL), top_k(row, k)):
                 for rank, train in enumerate(indices, start=1):
@@ -95,12 +114,20 @@ def _write_regularization(reports: list[RegularizationReport], out_dir: Path) ->
             for s, series in enumerate(report.series):
                 for j in range(len(report.regularizations) - 1):
                     in_plateau = report.plateau is not None and report.plateau[0] <= j < report.plateau[1]
-                    writer.writerow([
-                        report.variant, series, repr(report.regularizations[j]), repr(report.regularizations[j + 1]),
-                        repr(float(report.pearson[s, j])), repr(float(report.spearman[s, j])),
-                        _flag(bool(report.stable[j])), _flag(in_plateau),
-                        _flag(report.recommended == report.regularizations[j]), recommended,
-                    ])
+                    writer.writerow(
+                        [
+                            report.variant,
+                            series,
+                            repr(report.regularizations[j]),
+                            repr(report.regularizations[j + 1]),
+                            repr(float(report.pearson[s, j])),
+                            repr(float(report.spearman[s, j])),
+                            _flag(bool(report.stable[j])),
+                            _flag(in_plateau),
+                            _flag(report.recommended == report.regularizations[j]),
+                            recommended,
+                        ]
+                    )
     return path
 
 
@@ -108,8 +135,13 @@ def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -
     train, test = reader.examples("train"), reader.examples("test")
     extremes = {
         variant: [
-            {"test_index": q, "train_index": n, "test_dataset_index": test.dataset_index[q],
-             "train_dataset_index": train.dataset_index[n], "influence": value}
+            {
+                "test_index": q,
+                "train_index": n,
+                "test_dataset_index": test.dataset_index[q],
+                "train_dataset_index": train.dataset_index[n],
+                "influence": value,
+            }
             for q, n, value in store_extremes(reader, variant, reader.main_regularization_index, k)
         ]
         for variant in reader.variants
@@ -133,7 +165,11 @@ def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -
         "summary": reader.summaries(),
         "extreme_pairs": extremes,
         "regularization": {
-            report.variant: {"recommended": report.recommended, "plateau": report.plateau, "threshold": report.threshold}
+            report.variant: {
+                "recommended": report.recommended,
+                "plateau": report.plateau,
+                "threshold": report.threshold,
+            }
             for report in reports
         },
     }

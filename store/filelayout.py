@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import h5py
@@ -92,7 +92,7 @@ def write_new_store(file: h5py.File, layout: StoreLayout) -> None:
     attrs = file.attrs
     attrs[ATTR_FORMAT_NAME] = FORMAT_NAME
     attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
-    attrs[ATTR_CREATED] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    attrs[ATTR_CREATED] = datetime.now(UTC).isoformat(timespec="seconds")
     attrs[ATTR_CONFIG] = json.dumps(layout.config, sort_keys=True)
     attrs[ATTR_LIBRARY_VERSIONS] = json.dumps(layout.library_versions, sort_keys=True)
     attrs[ATTR_MODEL_FINGERPRINT] = layout.model_fingerprint
@@ -138,7 +138,9 @@ def read_table(file: h5py.File, path: Path, split: str) -> ExampleTable:
 
 def read_layout(file: h5py.File, path: Path) -> StoreLayout:
     """The layout recorded in an open store."""
-    layer_columns = {column: _dataset(file, path, layer_path(column)) for column in ("in_features", "out_features", "has_bias")}
+    layer_columns = {
+        column: _dataset(file, path, layer_path(column)) for column in ("in_features", "out_features", "has_bias")
+    }
     names = _strings(_dataset(file, path, layer_path("name")).asstr()[()])
     kinds = _strings(_dataset(file, path, layer_path("kind")).asstr()[()])
     layers = [

@@ -213,7 +213,9 @@ def first_difference(stored: StoreLayout, requested: StoreLayout) -> str | None:
         elif name in ("regularizations", "main_regularization"):
             found = None if np.array_equal(np.float64(a), np.float64(b)) else f"{name}: store has {a}, requested {b}"
         else:
-            found = None if _as_list(a) == _as_list(b) else f"{name}: store has {_describe(a)}, requested {_describe(b)}"
+            found = (
+                None if _as_list(a) == _as_list(b) else f"{name}: store has {_describe(a)}, requested {_describe(b)}"
+            )
         if found:
             return found
     return None

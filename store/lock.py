@@ -30,7 +30,9 @@ class WriterLock:
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
-                raise StoreWriteError(self.store_path, f"cannot create lock file {self.path.name}: {os_reason(exc)}") from exc
+                raise StoreWriteError(
+                    self.store_path, f"cannot create lock file {self.path.name}: {os_reason(exc)}"
+                ) from exc
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:

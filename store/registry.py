@@ -24,7 +24,7 @@ class Detachable(Protocol):
     def detach(self) -> None: ...
 
 
-_readers: "weakref.WeakSet[Detachable]" = weakref.WeakSet()
+_readers: weakref.WeakSet[Detachable] = weakref.WeakSet()
 
 
 def register(reader: Detachable) -> None:

@@ -123,10 +123,13 @@ def check_version(path: str | Path, text: str, *, writing: bool) -> tuple[int, i
     own_major, own_minor = parse_version(path, FORMAT_VERSION)
     if major != own_major:
         raise StoreVersionError(
-            path, f"format version {text} is not readable by this program (it reads {own_major}.x); upgrade influence-explorer"
+            path,
+            f"format version {text} is too new for this program (it reads {own_major}.x); upgrade influence-explorer",
         )
     if writing and minor > own_minor:
-        raise StoreVersionError(path, f"format version {text} is newer than {FORMAT_VERSION}; this program cannot resume it")
+        raise StoreVersionError(
+            path, f"format version {text} is newer than {FORMAT_VERSION}; this program cannot resume it"
+        )
     return major, minor
 
 
@@ -227,7 +230,9 @@ def _factor_specs(layout: StoreLayout) -> list[DatasetSpec]:
     dtype = np.dtype(layout.factor_dtype)
     specs = []
     for variant in layout.factor_variants:
-        specs.append(DatasetSpec(counts_path(variant), (len(layout.layers), len(COUNT_COLUMNS)), np.dtype(np.int64), fill=-1))
+        specs.append(
+            DatasetSpec(counts_path(variant), (len(layout.layers), len(COUNT_COLUMNS)), np.dtype(np.int64), fill=-1)
+        )
         for index, layer in enumerate(layout.layers):
             specs += [
                 DatasetSpec(factor_path(variant, index, name), factor_shape(layer, name), dtype, fill=np.nan)
@@ -243,9 +248,16 @@ def _score_specs(layout: StoreLayout) -> list[DatasetSpec]:
     for variant in layout.variants:
         for k in range(len(layout.regularizations)):
             specs += [
-                DatasetSpec(score_path(variant, k, "total"), (n_test, n_train), SCORE_DTYPE, np.nan, (rows, width), True),
                 DatasetSpec(
-                    score_path(variant, k, "layers"), (n_layers, n_test, n_train), SCORE_DTYPE, np.nan, (1, rows, width), True
+                    score_path(variant, k, "total"), (n_test, n_train), SCORE_DTYPE, np.nan, (rows, width), True
+                ),
+                DatasetSpec(
+                    score_path(variant, k, "layers"),
+                    (n_layers, n_test, n_train),
+                    SCORE_DTYPE,
+                    np.nan,
+                    (1, rows, width),
+                    True,
                 ),
                 DatasetSpec(score_path(variant, k, "train_self"), (n_train,), SCORE_DTYPE, np.nan, (width,), True),
                 DatasetSpec(score_path(variant, k, "test_self"), (n_test,), SCORE_DTYPE, np.nan),

@@ -10,7 +10,7 @@ StoreWriter, so the file is exactly what the engine would produce.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,16 +33,33 @@ PLANTED_STRENGTH = 25.0
 ACCURACY_LOGIT_MEAN, ACCURACY_LOGIT_SD = 2.5, 1.5
 TOKENS_PER_EXAMPLE = 120
 
-_OPENINGS = ["I watched this film last night.", "My friends recommended this movie.", "I went in with no expectations.",
-             "This was on television yesterday.", "I rented this one on a whim."]
-_SUBJECTS = ["The acting", "The plot", "The soundtrack", "The ending", "The director's vision", "The dialogue",
-             "The cinematography", "The lead performance", "The pacing", "The script"]
+_OPENINGS = [
+    "I watched this film last night.",
+    "My friends recommended this movie.",
+    "I went in with no expectations.",
+    "This was on television yesterday.",
+    "I rented this one on a whim.",
+]
+_SUBJECTS = [
+    "The acting",
+    "The plot",
+    "The soundtrack",
+    "The ending",
+    "The director's vision",
+    "The dialogue",
+    "The cinematography",
+    "The lead performance",
+    "The pacing",
+    "The script",
+]
 _WORDS = {
     0: ["dull", "clumsy", "forgettable", "painfully slow", "a mess", "wooden", "predictable", "a waste of time"],
     1: ["wonderful", "gripping", "beautifully made", "a delight", "moving", "superb", "clever", "unforgettable"],
 }
-_CLOSINGS = {0: ["I would not recommend it.", "Skip this one.", "Two hours I will not get back."],
-             1: ["Highly recommended.", "I would watch it again.", "One of the best this year."]}
+_CLOSINGS = {
+    0: ["I would not recommend it.", "Skip this one.", "Two hours I will not get back."],
+    1: ["Highly recommended.", "I would watch it again.", "One of the best this year."],
+}
 
 
 def _review(rng: np.random.Generator, label: int) -> str:
@@ -50,7 +67,9 @@ def _review(rng: np.random.Generator, label: int) -> str:
     sentences = [_OPENINGS[rng.integers(len(_OPENINGS))]]
     for _ in range(rng.integers(0, 9)):
         tone = label if rng.random() < 0.8 else 1 - label  # mixed reviews exist
-        sentences.append(f"{_SUBJECTS[rng.integers(len(_SUBJECTS))]} was {_WORDS[tone][rng.integers(len(_WORDS[tone]))]}.")
+        sentences.append(
+            f"{_SUBJECTS[rng.integers(len(_SUBJECTS))]} was {_WORDS[tone][rng.integers(len(_WORDS[tone]))]}."
+        )
     sentences.append(_CLOSINGS[label][rng.integers(len(_CLOSINGS[label]))])
     return " ".join(sentences)
 
@@ -72,8 +91,13 @@ def _table(rng: np.random.Generator, n: int, pool: int, corrupt: bool) -> Exampl
 def _layers(n_layers: int) -> list[LayerInfo]:
     """Small DistilBERT-like names; every third layer is bias-free, as in Llama-style models."""
     return [
-        LayerInfo(name=f"transformer.layer.{i // 2}.ffn.lin{1 + i % 2}", in_features=6 + 2 * (i % 3),
-                  out_features=4 + (i % 2) * 2, has_bias=i % 3 != 2, kind="linear")
+        LayerInfo(
+            name=f"transformer.layer.{i // 2}.ffn.lin{1 + i % 2}",
+            in_features=6 + 2 * (i % 3),
+            out_features=4 + (i % 2) * 2,
+            has_bias=i % 3 != 2,
+            kind="linear",
+        )
         for i in range(n_layers)
     ]
 
@@ -119,7 +143,9 @@ def _write_factors(writer: StoreWriter, rng: np.random.Generator) -> None:
                     writer.write_factor_counts(variant, index, TOKENS_PER_EXAMPLE * layout.n_train, layout.n_train)
                 elif stage == "eigenvalue_correction":
                     outer = np.outer(eigenvalues[index, "gradient"], eigenvalues[index, "activation"])
-                    writer.write_factor(variant, index, "corrected_eigenvalues", outer * rng.uniform(0.8, 1.2, outer.shape))
+                    writer.write_factor(
+                        variant, index, "corrected_eigenvalues", outer * rng.uniform(0.8, 1.2, outer.shape)
+                    )
                 writer.set_stage(key, STATUS_RUNNING, done=index + 1)
             writer.set_stage(key, STATUS_DONE)
 
@@ -136,8 +162,13 @@ class _ScoreModel:
         self.layer_scale = (1.0 / (1.0 + np.arange(n_layers))).astype(np.float32)[:, None, None]
         self.shrink = [1.0 / (1.0 + reg / REGULARIZATION_SCALE) for reg in layout.regularizations]
         self.sign = np.where(layout.train.label == layout.train.corrupted_label, 1.0, -1.0).astype(np.float32)
-        picks = rng.choice(layout.n_test * layout.n_train, size=min(PLANTED_PAIRS, layout.n_test * layout.n_train), replace=False)
-        self.planted = [(int(p // layout.n_train), int(p % layout.n_train), 1.0 if i % 2 == 0 else -1.0) for i, p in enumerate(picks)]
+        picks = rng.choice(
+            layout.n_test * layout.n_train, size=min(PLANTED_PAIRS, layout.n_test * layout.n_train), replace=False
+        )
+        self.planted = [
+            (int(p // layout.n_train), int(p % layout.n_train), 1.0 if i % 2 == 0 else -1.0)
+            for i, p in enumerate(picks)
+        ]
 
     def block(self, block_index: int) -> tuple[dict, dict, dict]:
         start, stop = self.layout.block_columns(block_index)
@@ -163,14 +194,26 @@ class _ScoreModel:
 
 
 def synthetic_layout(
-    *, n_test: int, n_train: int, n_layers: int, regularizations: Sequence[float], variants: Sequence[str], seed: int,
+    *,
+    n_test: int,
+    n_train: int,
+    n_layers: int,
+    regularizations: Sequence[float],
+    variants: Sequence[str],
+    seed: int,
     score_block: int,
 ) -> StoreLayout:
     """The layout of a synthetic store (examples, layers, sweep)."""
     rng = np.random.default_rng([seed, 0])
     corrupt = VARIANT_CORRUPTED in variants
     return StoreLayout(
-        config={"model": "synthetic", "dataset": "synthetic-reviews", "seed": seed, "method": "ekfac", "fisher": "true"},
+        config={
+            "model": "synthetic",
+            "dataset": "synthetic-reviews",
+            "seed": seed,
+            "method": "ekfac",
+            "fisher": "true",
+        },
         library_versions={"numpy": np.__version__},
         model_fingerprint=f"synthetic-model-{seed}",
         data_fingerprint=f"synthetic-data-{seed}-{n_test}x{n_train}",
@@ -208,8 +251,15 @@ def make_synthetic_store(
     the summary slot ``synthetic``.
     """
     path = Path(path)
-    layout = synthetic_layout(n_test=n_test, n_train=n_train, n_layers=n_layers, regularizations=regularizations,
-                              variants=variants, seed=seed, score_block=score_block)
+    layout = synthetic_layout(
+        n_test=n_test,
+        n_train=n_train,
+        n_layers=n_layers,
+        regularizations=regularizations,
+        variants=variants,
+        seed=seed,
+        score_block=score_block,
+    )
     rng = np.random.default_rng([seed, 3])
     model = _ScoreModel(layout, seed)
     with StoreWriter.create(path, layout) as writer:

@@ -16,7 +16,7 @@ import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Mapping
+from collections.abc import Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -122,7 +122,7 @@ class StoreWriter:
 
     # ----------------------------------------------------------------- opening
     @classmethod
-    def create(cls, path: str | Path, layout: StoreLayout) -> "StoreWriter":
+    def create(cls, path: str | Path, layout: StoreLayout) -> StoreWriter:
         """Create a new store at ``path`` (replacing any file there) atomically, then open it for writing."""
         path = Path(path)
         validate_layout(layout)
@@ -146,7 +146,7 @@ class StoreWriter:
             raise
 
     @classmethod
-    def open(cls, path: str | Path, layout: StoreLayout) -> "StoreWriter":
+    def open(cls, path: str | Path, layout: StoreLayout) -> StoreWriter:
         """Resume the store at ``path``; StoreMismatch when it belongs to another run, StoreDamaged when unreadable."""
         path = Path(path)
         validate_layout(layout)
@@ -175,7 +175,7 @@ class StoreWriter:
         return writer
 
     @classmethod
-    def open_or_create(cls, path: str | Path, layout: StoreLayout) -> "StoreWriter":
+    def open_or_create(cls, path: str | Path, layout: StoreLayout) -> StoreWriter:
         """Resume the store at ``path`` if there is one, else create it."""
         return cls.open(path, layout) if Path(path).exists() else cls.create(path, layout)
 
@@ -245,7 +245,9 @@ class StoreWriter:
     def write_predictions(self, split: str, prediction: np.ndarray, probabilities: np.ndarray) -> None:
         n = len(self.layout.split(split))
         prediction = _as_array(prediction, np.int64, (n,), f"{split} prediction")
-        probabilities = _as_array(probabilities, np.float32, (n, len(self.layout.label_names)), f"{split} probabilities")
+        probabilities = _as_array(
+            probabilities, np.float32, (n, len(self.layout.label_names)), f"{split} probabilities"
+        )
         with self._writing(f"write the {split} predictions", prediction.nbytes + probabilities.nbytes) as file:
             file[examples_path(split, "prediction")][...] = prediction
             file[examples_path(split, "probabilities")][...] = probabilities
@@ -265,7 +267,9 @@ class StoreWriter:
 
     def _check_factor_target(self, variant: str, layer_index: int) -> None:
         if variant not in self.layout.factor_variants:
-            raise ValueError(f"variant {variant!r} has no factors of its own; factor variants: {self.layout.factor_variants}")
+            raise ValueError(
+                f"variant {variant!r} has no factors of its own; factor variants: {self.layout.factor_variants}"
+            )
         self.layout.check_layer_index(layer_index)
 
     def write_factor(self, variant: str, layer_index: int, name: str, array: np.ndarray) -> None:
@@ -387,7 +391,7 @@ class StoreWriter:
         finally:
             self._lock.release()
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

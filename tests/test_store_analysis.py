@@ -95,8 +95,12 @@ def test_column_means_skip_missing_blocks(tmp_path):
         means = column_means(reader, "clean", 0)
         done = reader.train_columns_done()
         assert means.shape == (len(reader.layers) + 1, 100)
-        np.testing.assert_allclose(means[-1, done], reader.influence_matrix("clean", 0)[:, done].mean(axis=0), rtol=1e-5)
-        np.testing.assert_allclose(means[1, done], reader.influence_matrix("clean", 0, layer=1)[:, done].mean(axis=0), rtol=1e-5)
+        np.testing.assert_allclose(
+            means[-1, done], reader.influence_matrix("clean", 0)[:, done].mean(axis=0), rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            means[1, done], reader.influence_matrix("clean", 0, layer=1)[:, done].mean(axis=0), rtol=1e-5
+        )
         assert np.isnan(means[:, ~done]).all() and done.any() and not done.all()
 
 
@@ -114,7 +118,9 @@ def test_regularization_report_recommends_the_start_of_the_stable_plateau(tmp_pa
 
 
 def test_regularization_report_without_a_stable_pair(tmp_path):
-    path = make_synthetic_store(tmp_path / "s.h5", n_test=12, n_train=300, regularizations=(1e-5, 1.0), variants=("clean",))
+    path = make_synthetic_store(
+        tmp_path / "s.h5", n_test=12, n_train=300, regularizations=(1e-5, 1.0), variants=("clean",)
+    )
     with StoreReader(path) as reader:
         report = regularization_report(reader, "clean")
     assert report.stable.tolist() == [False] and report.plateau is None and report.recommended is None

@@ -23,7 +23,9 @@ def _rows(path):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     directory = tmp_path_factory.mktemp("export")
-    store = make_synthetic_store(directory / "s.h5", n_test=6, n_train=300, regularizations=(1e-5, 1e-3, 1.0), score_block=64)
+    store = make_synthetic_store(
+        directory / "s.h5", n_test=6, n_train=300, regularizations=(1e-5, 1e-3, 1.0), score_block=64
+    )
     with StoreReader(store) as reader:
         paths = export_tables(reader, directory / "out", k=K)
     return store, paths
@@ -66,7 +68,9 @@ def test_layers_are_the_same_pairs_and_sum_to_the_total(exported):
     with StoreReader(store) as reader:
         names = [layer.name for layer in reader.layers]
         for r in layers[:: max(1, len(layers) // 10)]:
-            per_layer = reader.pair_layers(r["variant"], reader.main_regularization_index, int(r["test_index"]), int(r["train_index"]))
+            per_layer = reader.pair_layers(
+                r["variant"], reader.main_regularization_index, int(r["test_index"]), int(r["train_index"])
+            )
             np.testing.assert_allclose([float(r[name]) for name in names], per_layer, rtol=1e-7)
             assert sum(float(r[name]) for name in names) == pytest.approx(float(r["total"]), rel=1e-5)
 
@@ -78,7 +82,10 @@ def test_regularization_table(exported):
         assert len(rows) == len(reader.variants) * (len(reader.layers) + 1) * 2
     clean = [r for r in rows if r["variant"] == "clean"]
     assert {r["recommended_lambda"] for r in clean} == {"1e-05"}
-    assert {(r["lambda_from"], r["recommended"], r["in_plateau"]) for r in clean} == {("1e-05", "true", "true"), ("0.001", "false", "false")}
+    assert {(r["lambda_from"], r["recommended"], r["in_plateau"]) for r in clean} == {
+        ("1e-05", "true", "true"),
+        ("0.001", "false", "false"),
+    }
     assert all(-1 <= float(r["spearman"]) <= 1 for r in rows)
 
 

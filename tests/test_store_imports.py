@@ -21,5 +21,7 @@ def test_store_imports_neither_torch_nor_textual():
     result = run_child(CODE)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert {"store.writer", "store.reader", "store.analysis", "store.export", "store.synthetic"} <= set(report["modules"])
+    assert {"store.writer", "store.reader", "store.analysis", "store.export", "store.synthetic"} <= set(
+        report["modules"]
+    )
     assert not set(FORBIDDEN) & set(report["loaded"]), report["loaded"]

@@ -75,16 +75,26 @@ def test_everything_written_is_read_back(tmp_path, layout):
         np.testing.assert_array_equal(train.corrupted_label, layout.train.corrupted_label)
         np.testing.assert_array_equal(train.prediction, prediction)
         np.testing.assert_allclose(train.probabilities, probabilities, rtol=1e-6)
-        assert np.all(reader.examples("test").prediction == -1) and np.isnan(reader.examples("test").probabilities).all()
+        assert (
+            np.all(reader.examples("test").prediction == -1) and np.isnan(reader.examples("test").probabilities).all()
+        )
         assert reader.metrics()["confusion_matrix"] == [[1, 2], [3, 4]]
         assert reader.summary("timings") == {"covariance": 2.5} and reader.summary("notes") == {"text": "héllo"}
         assert reader.summary("absent") is None
         assert reader.factor_counts("corrupted", 2) == {"tokens": 1234, "examples": 50}
         assert reader.factor_counts("clean", 2) is None
-        np.testing.assert_array_equal(reader.factor("corrupted", 2, "corrected_eigenvalues"), np.full((layout.layers[2].out_features, 10), 3.0))
+        np.testing.assert_array_equal(
+            reader.factor("corrupted", 2, "corrected_eigenvalues"), np.full((layout.layers[2].out_features, 10), 3.0)
+        )
         assert np.isnan(reader.factor("clean", 2, "activation_covariance")).all()
         record = reader.stages()["covariance"]
-        assert (record.status, record.done, record.total, record.unit, record.message) == ("running", 1, 3, "layers", "layer 1")
+        assert (record.status, record.done, record.total, record.unit, record.message) == (
+            "running",
+            1,
+            3,
+            "layers",
+            "layer 1",
+        )
         assert record.started is not None and record.finished is None
         np.testing.assert_array_equal(reader.completed_blocks(), [True, False, True, False])
         assert reader.train_columns_done().tolist() == [True] * 16 + [False] * 16 + [True] * 16 + [False] * 2
@@ -95,8 +105,13 @@ def test_everything_written_is_read_back(tmp_path, layout):
         assert np.isnan(row[16:32]).all() and np.isnan(row[48:]).all()
         rows = reader.layer_rows("corrupted", 1, 4)
         np.testing.assert_array_equal(rows[:, 32:48], expected["layers"]["corrupted", 1][:, 4])
-        np.testing.assert_array_equal(reader.pair_layers("corrupted", 1, 4, 33), expected["layers"]["corrupted", 1][:, 4, 1])
-        np.testing.assert_array_equal(reader.influence_matrix("clean", 0, tests=slice(2, 5))[:, :16], block_scores(layout, 0)["total"]["clean", 0][2:5])
+        np.testing.assert_array_equal(
+            reader.pair_layers("corrupted", 1, 4, 33), expected["layers"]["corrupted", 1][:, 4, 1]
+        )
+        np.testing.assert_array_equal(
+            reader.influence_matrix("clean", 0, tests=slice(2, 5))[:, :16],
+            block_scores(layout, 0)["total"]["clean", 0][2:5],
+        )
         np.testing.assert_array_equal(reader.self_influence("corrupted", 1, "test"), expected_test_self(layout, 1))
         assert np.isnan(reader.self_influence("clean", 0, "test")).all()
 
@@ -106,7 +121,9 @@ def test_factors_of_a_variant_without_its_own_come_from_clean(tmp_path):
     path = tmp_path / "run.h5"
     run_pipeline(path, layout)
     with StoreReader(path) as reader:
-        np.testing.assert_array_equal(reader.factor("corrupted", 0, "gradient_eigenvalues"), reader.factor("clean", 0, "gradient_eigenvalues"))
+        np.testing.assert_array_equal(
+            reader.factor("corrupted", 0, "gradient_eigenvalues"), reader.factor("clean", 0, "gradient_eigenvalues")
+        )
         assert set(reader.stages()) == set(STAGES)
 
 
@@ -123,7 +140,12 @@ def test_stage_records_keep_time(tmp_path, layout):
         update = writer.set_stage("queries", "running", done=2)
         done = writer.set_stage("queries", "done", done=4)
         assert update.started == first.started and update.elapsed >= first.elapsed
-        assert done.finished >= done.started and done.elapsed >= update.elapsed and done.done == 4 and done.unit == "batches"
+        assert (
+            done.finished >= done.started
+            and done.elapsed >= update.elapsed
+            and done.done == 4
+            and done.unit == "batches"
+        )
         failed = writer.set_stage("scores", "failed", message="x" * 1000)
         assert len(failed.message) == 1000
         reset = writer.set_stage("queries", "pending")
@@ -167,7 +189,7 @@ def test_newer_minor_version_is_read_newer_major_refused(finished, layout):
         StoreWriter.open(finished, layout)  # a 1.0 writer must not resume a 1.7 file
     assert_one_line(error.value, finished)
     _set_attribute(finished, "format_version", "2.0")
-    with pytest.raises(StoreVersionError, match="2.0") as error:
+    with pytest.raises(StoreVersionError, match=r"2\.0") as error:
         StoreReader(finished)
     assert_one_line(error.value, finished)
 
@@ -221,7 +243,18 @@ def test_reshaped_dataset_is_refused(finished):
     [
         ({"model_fingerprint": "other"}, "model_fingerprint"),
         ({"data_fingerprint": "other"}, "data_fingerprint"),
-        ({"config": {"model": "synthetic", "dataset": "synthetic-reviews", "seed": 6, "method": "ekfac", "fisher": "true"}}, "config['seed']"),
+        (
+            {
+                "config": {
+                    "model": "synthetic",
+                    "dataset": "synthetic-reviews",
+                    "seed": 6,
+                    "method": "ekfac",
+                    "fisher": "true",
+                }
+            },
+            "config['seed']",
+        ),
         ({"layers": [LayerInfo("other", 4, 4, True, "linear")]}, "layers"),
         ({"regularizations": [1e-3, 1.0]}, "regularizations"),
         ({"score_block": 8}, "score_block"),

@@ -26,7 +26,12 @@ CHILD_TIMEOUT_S = 60
 def small_layout(n_train: int = 50, score_block: int = 16, n_test: int = 7, **changes: object) -> StoreLayout:
     """By default 7 test × 50 train examples, 3 layers (one bias-free), 2 variants, 2 λ, blocks of 16."""
     layout = synthetic_layout(
-        n_test=n_test, n_train=n_train, n_layers=3, regularizations=(1e-3, 1e-1), variants=("clean", "corrupted"), seed=5,
+        n_test=n_test,
+        n_train=n_train,
+        n_layers=3,
+        regularizations=(1e-3, 1e-1),
+        variants=("clean", "corrupted"),
+        seed=5,
         score_block=score_block,
     )
     return dataclasses.replace(layout, **changes)
@@ -39,7 +44,10 @@ def many_blocks_layout() -> StoreLayout:
 
 def wide_layers_layout() -> StoreLayout:
     """Many blocks and factors large enough (hundreds of KB) that a kill can land inside their writes."""
-    layers = [LayerInfo(f"ffn.{i}", in_features=300 + 10 * i, out_features=200, has_bias=i != 1, kind="linear") for i in range(2)]
+    layers = [
+        LayerInfo(f"ffn.{i}", in_features=300 + 10 * i, out_features=200, has_bias=i != 1, kind="linear")
+        for i in range(2)
+    ]
     return small_layout(n_train=240, score_block=8, layers=layers, factor_variants=["clean", "corrupted"])
 
 
@@ -52,7 +60,9 @@ def block_scores(layout: StoreLayout, block: int) -> dict[str, dict]:
         for k in range(len(layout.regularizations)):
             grid = np.arange(n_layers * layout.n_test * (stop - start)).reshape(n_layers, layout.n_test, -1)
             # integer arithmetic and one exact division: bit-identical on every call (np.sin is not)
-            values = ((((grid + 1000 * block + 100 * v + 10 * k) * 7919) % 2001 - 1000) / 97 * (k + 1)).astype(np.float32)
+            values = ((((grid + 1000 * block + 100 * v + 10 * k) * 7919) % 2001 - 1000) / 97 * (k + 1)).astype(
+                np.float32
+            )
             layers[variant, k] = values
             total[variant, k] = values.sum(axis=0)
             train_self[variant, k] = np.abs(values).sum(axis=(0, 1))
@@ -115,13 +125,17 @@ def check_against_expected(reader, layout: StoreLayout) -> int:
             np.testing.assert_array_equal(matrix, expected["total"][variant, k])
             for layer in range(len(layout.layers)):
                 np.testing.assert_array_equal(reader.influence_matrix(variant, k, layer)[:, start:stop], values[layer])
-            np.testing.assert_array_equal(reader.self_influence(variant, k, "train")[start:stop], expected["train_self"][variant, k])
+            np.testing.assert_array_equal(
+                reader.self_influence(variant, k, "train")[start:stop], expected["train_self"][variant, k]
+            )
     for key, record in reader.stages().items():
         stage, variant = parse_stage_key(key)
         if stage in FACTOR_STAGES and record.status == "done":
             for layer in range(len(layout.layers)):
                 for name in STAGE_FACTORS[stage]:
-                    np.testing.assert_array_equal(reader.factor(variant, layer, name), factor_value(layout, variant, layer, name))
+                    np.testing.assert_array_equal(
+                        reader.factor(variant, layer, name), factor_value(layout, variant, layer, name)
+                    )
     return int(completed.sum())
 
 
@@ -133,8 +147,13 @@ def child_env() -> dict[str, str]:
 def python_child(code: str, *args: str, **popen: object) -> subprocess.Popen:
     """Start ``python -c code args...`` in the repository (text-mode pipes)."""
     return subprocess.Popen(
-        [sys.executable, "-c", code, *args], cwd=REPO, env=child_env(), text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=child_env(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
     )
 
 

@@ -23,7 +23,9 @@ def test_complete_store(tmp_path):
         for variant in reader.variants:
             for k in range(len(reader.regularizations)):
                 layers = np.stack([reader.influence_matrix(variant, k, layer) for layer in range(4)])
-                np.testing.assert_allclose(reader.influence_matrix(variant, k), layers.sum(axis=0), rtol=1e-5, atol=1e-6)
+                np.testing.assert_allclose(
+                    reader.influence_matrix(variant, k), layers.sum(axis=0), rtol=1e-5, atol=1e-6
+                )
                 assert np.isfinite(reader.self_influence(variant, k, "test")).all()
         flipped = train.label != train.corrupted_label
         clean, corrupted = reader.influence_matrix("clean", 0), reader.influence_matrix("corrupted", 0)
@@ -37,7 +39,12 @@ def test_complete_store(tmp_path):
 
 def test_unfinished_store_and_stage_overrides(tmp_path):
     path = make_synthetic_store(
-        tmp_path / "s.h5", n_test=4, n_train=100, score_block=16, variants=("clean",), complete=False,
+        tmp_path / "s.h5",
+        n_test=4,
+        n_train=100,
+        score_block=16,
+        variants=("clean",),
+        complete=False,
         stage_status={"queries": "cancelled"},
     )
     with StoreReader(path) as reader:

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from store import StoreReader, StoreWriter
+from store import StoreReader
 from test_store_support import REPO, check_against_expected, child_env, run_child, run_pipeline, small_layout
-
 
 
 def error_layout():
@@ -82,7 +81,11 @@ def _in_mount_namespace(setup: str, code: str, *args: str) -> subprocess.Complet
     command = f'{setup} && exec "$0" -c "$1" "${{@:2}}"'
     return subprocess.run(
         ["unshare", "-m", "bash", "-c", command, sys.executable, code, *args],
-        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -139,7 +142,9 @@ with StoreReader(path) as reader:
     report["blocks"] = check_against_expected(reader, small_layout())
 print(json.dumps(report))
 """
-    result = _in_mount_namespace(f"mount --bind {tmp_path} {tmp_path} && mount -o remount,ro,bind {tmp_path}", code, str(path))
+    result = _in_mount_namespace(
+        f"mount --bind {tmp_path} {tmp_path} && mount -o remount,ro,bind {tmp_path}", code, str(path)
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["blocks"] == layout.n_blocks
