@@ -9,14 +9,20 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterator
 
 import numpy as np
 
-from store.analysis import ROW_BATCH, RegularizationReport, regularization_report, store_extremes, top_k
+from store.analysis import (
+    ROW_BATCH,
+    RegularizationReport,
+    regularization_report,
+    store_extremes,
+    top_k,
+)
 from store.layout import VARIANT_CORRUPTED
 from store.reader import StoreReader
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from store import h5io, stages
-from store.errors import StoreDamaged, StoreNotFound, one_line
-from store.layout import ExampleTable, LayerInfo, SPLITS, StoreLayout
+from store.errors import StoreDamaged, StoreError, StoreNotFound, one_line, os_reason
+from store.layout import SPLITS, ExampleTable, LayerInfo, StoreLayout
 from store.schema import (
     ATTR_CONFIG,
     ATTR_CREATED,
@@ -196,11 +196,14 @@ def _open_reader_file(path: Path) -> h5py.File:
     for attempt in range(OPEN_ATTEMPTS):
         if not path.exists():
             raise StoreNotFound(path, "no such file")
-        if not h5py.is_hdf5(path):
-            raise StoreDamaged(path, "not an HDF5 file")
-        superblock = h5io.read_superblock(path)
+        try:
+            if not h5io.has_signature(path):
+                raise StoreDamaged(path, "not an HDF5 file")
+            superblock = h5io.read_superblock(path)
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise StoreError(path, f"cannot read: {os_reason(exc)}") from None
         being_written = superblock is not None and superblock.writer_flags != 0
-        size = os.path.getsize(path)
         if superblock is not None and not being_written and size < superblock.end_of_allocation:
             raise StoreDamaged(path, f"truncated file: {size} bytes of {superblock.end_of_allocation}")
         try:

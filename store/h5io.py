@@ -35,6 +35,12 @@ class Superblock:
     end_of_allocation: int  # bytes the file must have
 
 
+def has_signature(path: str | Path) -> bool:
+    """Whether the file starts like an HDF5 file (stores never have a user block)."""
+    with open(path, "rb") as handle:
+        return handle.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE
+
+
 def read_superblock(path: str | Path) -> Superblock | None:
     """Parse a version 2/3 superblock at offset 0; None for other files (older formats, not HDF5)."""
     with open(path, "rb") as handle:

@@ -10,16 +10,16 @@ replaced (creation, crash recovery) or a writer started or stopped.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterator
 
 import h5py
 import numpy as np
 
 from store import h5io, registry, stages
-from store.errors import StoreDamaged, one_line
+from store.errors import StoreDamaged, StoreNotFound, one_line
 from store.filelayout import open_validated
 from store.jsonlog import JsonLog
 from store.layout import LayerInfo, StoreLayout
@@ -92,9 +92,10 @@ class StoreReader:
 
     def refresh(self) -> None:
         """Make data written since the last refresh visible."""
-        with registry.LOCK:
-            self._check_open()
-            if self._file is None or _identity(self.path, self._file.swmr_mode) != self._identity:
+        with self._reading("new data"):
+            if not self.path.exists():
+                raise StoreNotFound(self.path, "the file was removed")
+            if _identity(self.path, self._file.swmr_mode) != self._identity:
                 self.detach()
                 self._open()
                 return

@@ -14,7 +14,7 @@ import h5py
 import numpy as np
 
 from store.errors import StoreVersionError
-from store.layout import VARIANT_CLEAN, LayerInfo, StoreLayout, SPLITS
+from store.layout import SPLITS, VARIANT_CLEAN, LayerInfo, StoreLayout
 
 FORMAT_NAME = "influence-explorer"
 FORMAT_VERSION = "1.0"

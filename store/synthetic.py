@@ -9,8 +9,8 @@ StoreWriter, so the file is exactly what the engine would produce.
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 

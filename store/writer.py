@@ -14,16 +14,23 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Iterator, Mapping
 
 import h5py
 import numpy as np
 
 from store import h5io, integrity, registry, stages
 from store.chunks import ChunkWriter
-from store.errors import StoreDamaged, StoreError, StoreMismatch, StoreNotFound, StoreWriteError, os_reason
+from store.errors import (
+    StoreDamaged,
+    StoreError,
+    StoreMismatch,
+    StoreNotFound,
+    StoreWriteError,
+    os_reason,
+)
 from store.filelayout import initial_size_estimate, open_validated, write_new_store
 from store.jsonlog import JsonLog
 from store.layout import StoreLayout, first_difference, validate_layout
@@ -99,7 +106,10 @@ def _check_free_space(path: Path, layout: StoreLayout) -> None:
 
 
 class StoreWriter:
-    """Writes one store; use ``create``, ``open`` or ``open_or_create``, and close (or use ``with``)."""
+    """Writes one store; use ``create``, ``open`` or ``open_or_create``, and close (or use ``with``).
+
+    One thread writes (the engine's); readers may be anywhere, this process included.
+    """
 
     def __init__(self, path: Path, layout: StoreLayout, lock: WriterLock, *, recovered: bool) -> None:
         """Open the prepared file in SWMR-write mode; call with ``registry.LOCK`` held."""
@@ -110,8 +120,12 @@ class StoreWriter:
         self._lock = lock
         self._error: StoreWriteError | None = None
         with _translated(path, "open the store for writing"):
-            self._file: h5py.File | None = h5io.open_swmr_writer(path)
             self._space_fd = os.open(path, os.O_RDWR)  # for reserving disk space, see _reserve
+            try:
+                self._file: h5py.File | None = h5io.open_swmr_writer(path)
+            except BaseException:
+                os.close(self._space_fd)
+                raise
         rows = self._file[STAGES_PATH][()]
         self._records = {record.key: record for record in map(stages.decode, rows)}
         self._row_of = {key: index for index, key in enumerate(self._records)}

@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
+from test_store_support import block_scores, many_blocks_layout, python_child
 
 from store import StoreWriter
-from test_store_support import block_scores, many_blocks_layout, python_child
 
 BLOCK_PAUSE_S = 0.02
 READER = r"""

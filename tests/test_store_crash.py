@@ -6,8 +6,14 @@ from __future__ import annotations
 import random
 import time
 
+from test_store_support import (
+    check_against_expected,
+    python_child,
+    run_pipeline,
+    wide_layers_layout,
+)
+
 from store import StoreReader, StoreWriter
-from test_store_support import check_against_expected, python_child, run_pipeline, wide_layers_layout
 
 TRIALS = 20
 PHASES = ("create", "factors", "blocks")

@@ -9,6 +9,13 @@ import threading
 import h5py
 import numpy as np
 import pytest
+from test_store_support import (
+    block_scores,
+    check_against_expected,
+    expected_test_self,
+    run_pipeline,
+    small_layout,
+)
 
 from store import (
     LayerInfo,
@@ -25,7 +32,6 @@ from store import (
 from store.layout import first_difference
 from store.schema import COMPLETED_PATH, FACTOR_NAMES, STAGES, factor_shape, score_path
 from store.writer import INTERRUPTED_MESSAGE
-from test_store_support import block_scores, check_against_expected, expected_test_self, run_pipeline, small_layout
 
 
 def assert_one_line(error: StoreError, path) -> None:

@@ -17,9 +17,16 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from test_store_support import (
+    REPO,
+    check_against_expected,
+    child_env,
+    run_child,
+    run_pipeline,
+    small_layout,
+)
 
 from store import StoreReader
-from test_store_support import REPO, check_against_expected, child_env, run_child, run_pipeline, small_layout
 
 
 def error_layout():
