@@ -139,6 +139,17 @@ class InfluenceApp(App[None]):
         self.stages_version += 1
         return True
 
+    def _close_store(self, problem: str) -> None:
+        """Stop showing the store: the engine found it belongs to another run or cannot be read."""
+        if isinstance(self.screen, PairScreen):
+            self.pop_screen()
+        if self.data is not None:
+            self.data.close()
+            self.data = None
+        self.store_problem = problem
+        self.content_version += 1
+        self.stages_version += 1
+
     def _poll_while_incomplete(self) -> None:
         """Refresh on a timer while the store is still being written (here or by another process)."""
         if self._poller is None and (self.data is None or not self.data.scores_done):
@@ -203,9 +214,12 @@ class InfluenceApp(App[None]):
         outcome = message.outcome
         self.last_outcome = outcome
         self.engine_state = IDLE
-        if self.data is None and self.store_path.exists():
-            self._open_store(fatal=False)
-        self._poll()
+        if outcome.store_rejected:
+            self._close_store(outcome.summary)
+        else:
+            if self.data is None and self.store_path.exists():
+                self._open_store(fatal=False)
+            self._poll()
         self._stop_polling()
         if self._quit_requested:
             self.exit()
@@ -231,23 +245,14 @@ class InfluenceApp(App[None]):
         self.refresh_bindings()
 
     def action_cancel_engine(self) -> None:
-        if self.engine_state != RUNNING:
-            self.notify("The engine is not running.", severity="warning")
-            return
+        """Only while running (check_action): the engine raises Cancelled at its next batch."""
         self._cancel.set()
         self.engine_state = CANCELLING
         self.notify("Cancelling: the engine stops after its current batch.", title="Engine")
 
     def action_resume_engine(self) -> None:
-        if self.config is None:
-            self.notify("This store was opened read-only; run influence-explorer with the model "
-                        "and data options to compute it.", severity="warning")
-        elif self.engine_running:
-            self.notify("The engine is already running.", severity="warning")
-        elif self.data is not None and self.data.scores_done:
-            self.notify("The analysis is complete: nothing to resume.")
-        else:
-            self.start_engine()
+        """Only when idle with work left (check_action): the pipeline resumes from the store."""
+        self.start_engine()
 
     def action_error_details(self) -> None:
         problem = self.last_outcome.details if self.last_outcome and self.last_outcome.status == FAILED else None
@@ -266,6 +271,10 @@ class InfluenceApp(App[None]):
             return
         self._cancel.set()
         self.exit()
+
+    def on_unmount(self) -> None:
+        """However the app ends (quit, ctrl+c, an error), the engine stops after its batch: the store stays resumable."""
+        self._cancel.set()
 
     # ------------------------------------------------------------ selection
     def _require_data(self) -> StoreData | None:
@@ -361,11 +370,11 @@ class InfluenceApp(App[None]):
 
     # ------------------------------------------------------------ palette
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """Every binding active on ``screen`` (app, screen and focused widget), then Textual's own."""
+        """Every binding enabled on ``screen`` (app, screen and focused widget), then Textual's own."""
         seen: set[tuple[int, str]] = set()
         for key, active in screen.active_bindings.items():
             binding = active.binding
-            if (id(active.node), binding.action) in seen or not binding.description:
+            if (id(active.node), binding.action) in seen or not binding.description or not active.enabled:
                 continue
             seen.add((id(active.node), binding.action))
             yield SystemCommand(binding.description.capitalize(), f"key: {binding.key_display or key}",

@@ -19,12 +19,14 @@ from typing import Callable, Literal
 from influence.config import RunConfig
 from influence.errors import UserError
 from influence.progress import Cancelled, ProgressCallback, ProgressEvent
-from store.errors import StoreError
+from store.errors import StoreDamaged, StoreError, StoreMismatch, StoreVersionError
 
 EngineRunner = Callable[[RunConfig, ProgressCallback, threading.Event], Path]
 PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one stage: ~10 per second
 
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
+# The engine refused the store itself: what it holds is not this run's result and must not be shown as such.
+STORE_REJECTED = (StoreMismatch, StoreVersionError, StoreDamaged)
 OutcomeStatus = Literal["finished", "cancelled", "failed"]
 
 
@@ -88,6 +90,7 @@ class EngineOutcome:
     path: Path | None = None
     summary: str = ""
     details: str = ""
+    store_rejected: bool = False
 
 
 def run_engine(
@@ -99,7 +102,8 @@ def run_engine(
     except Cancelled:
         return EngineOutcome(CANCELLED, summary="engine cancelled; resume continues from the store")
     except (UserError, StoreError) as error:
-        return EngineOutcome(FAILED, summary=str(error), details=str(error))
+        return EngineOutcome(FAILED, summary=str(error), details=str(error),
+                             store_rejected=isinstance(error, STORE_REJECTED))
     except Exception as error:  # the engine's bug must not take the UI down with it
         return EngineOutcome(FAILED, summary=f"{type(error).__name__}: {error}", details=traceback.format_exc())
     return EngineOutcome(FINISHED, path=Path(path), summary=f"analysis complete: {path}")

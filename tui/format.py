@@ -51,7 +51,14 @@ def rate(per_second: float, unit: str) -> str:
         return MISSING
     if per_second >= 1:
         return f"{per_second:,.0f} {unit}/s" if per_second >= 100 else f"{per_second:.3g} {unit}/s"
-    return f"{1 / per_second:.3g} s/{unit.rstrip('s')}"
+    return f"{1 / per_second:.3g} s/{singular(unit)}"
+
+
+def singular(unit: str) -> str:
+    """``batches`` → ``batch``, ``blocks`` → ``block``: enough English for the engine's units."""
+    if unit.endswith(("ches", "shes", "xes")):
+        return unit[:-2]
+    return unit[:-1] if unit.endswith("s") else unit
 
 
 def parameters(value: int) -> str:

@@ -12,6 +12,8 @@ from tui.export import ViewTable
 if TYPE_CHECKING:
     from tui.app import InfluenceApp
 
+NO_STORE_YET = "No store is open yet: the engine creates it once the model and data are loaded."
+
 # The app's reactive attributes (tui.app.InfluenceApp) a view may follow.
 SELECTION = ("test_index", "variant", "reg_index", "content_version")
 
@@ -20,7 +22,6 @@ class StateView(Widget):
     """A tab's content; ``update_view`` draws it from the app state and the store."""
 
     WATCHES: ClassVar[tuple[str, ...]] = SELECTION
-    NO_STORE = "No store is open yet: the engine creates it once the model and data are loaded."
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -33,6 +34,12 @@ class StateView(Widget):
     @property
     def data(self) -> StoreData | None:
         return self.explorer.data
+
+    @property
+    def no_store(self) -> str:
+        """What a view says instead of data: why there is no store, when that is known."""
+        problem = self.explorer.store_problem
+        return f"No store to show: {problem}" if problem else NO_STORE_YET
 
     def on_mount(self) -> None:
         # The first draw waits for the Show event: a view in a hidden tab costs nothing at start-up.

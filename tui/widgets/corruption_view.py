@@ -58,7 +58,7 @@ class CorruptionView(StateView):
         data, app = self.data, self.explorer
         summary = self.query_one("#corruption-summary", Static)
         if data is None or not data.has_corrupted:
-            summary.update(self.NO_STORE if data is None else
+            summary.update(self.no_store if data is None else
                            "This store has no corrupted-label variant (it was computed with --corrupt none).")
             self.table_widget.show(np.zeros(0, dtype=np.int64))
             return

@@ -36,6 +36,7 @@ AXIS_LINES = 1
 MAX_MARK, MIN_MARK = "▲", "▼"
 INVALID_MARK = "!"
 CURSOR_STYLE = Style(reverse=True, bold=True)
+BLANK = Style()  # every segment carries a style: Textual's NO_COLOR filter expects one
 
 
 class HeatmapCanvas(Widget, can_focus=True):
@@ -54,6 +55,9 @@ class HeatmapCanvas(Widget, can_focus=True):
 
     class CursorMoved(Message):
         """The cell under the cursor changed: the view describes it."""
+
+    class Resized(Message):
+        """The grid that fits changed: the view pools the matrix again."""
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -135,18 +139,18 @@ class HeatmapCanvas(Widget, can_focus=True):
         span = self.pooled.shape[1] * CELL_WIDTH
         left, right = "train 0", f"{n_train - 1:,}"
         line = " " * LABEL_WIDTH + left + " " * max(1, span - len(left) - len(right)) + right
-        return Strip([Segment(line[:width], Style(dim=True))]).adjust_cell_length(width)
+        return Strip([Segment(line[:width], Style(dim=True))]).adjust_cell_length(width, BLANK)
 
     def render_line(self, y: int) -> Strip:
         width = self.size.width
         pooled = self.pooled
         if pooled is None:
-            return Strip.blank(width)
+            return Strip.blank(width, BLANK)
         if y < AXIS_LINES:
             return self._axis(width)
         row = y - AXIS_LINES
         if row >= pooled.shape[0]:
-            return Strip.blank(width)
+            return Strip.blank(width, BLANK)
         first = int(pooled.row_edges[row])
         segments = [Segment(f"{first:>{LABEL_WIDTH - 1}} ", Style(dim=True))]
         marks = self._marks()
@@ -157,7 +161,10 @@ class HeatmapCanvas(Widget, can_focus=True):
             style = cell.style + CURSOR_STYLE if (row, col) == self.cursor and self.has_focus else cell.style
             text = "[]" if (row, col) == self.cursor and no_color else cell.text
             segments.append(Segment(text, style))
-        return Strip(segments).adjust_cell_length(width)
+        return Strip(segments).adjust_cell_length(width, BLANK)
+
+    def on_resize(self) -> None:
+        self.post_message(self.Resized())
 
     def on_focus(self) -> None:
         self.refresh()
@@ -203,7 +210,10 @@ class HeatmapView(StateView):
         data, app = self.data, self.explorer
         title = self.query_one("#heatmap-title", Static)
         if data is None:
-            title.update(self.NO_STORE)
+            title.update(self.no_store)
+            self._request = None
+            self.canvas.show(None)
+            self.query_one("#heatmap-legend", Static).update("")
             return
         if not self.canvas.size.area:
             return  # not laid out yet: on_resize comes back
@@ -216,7 +226,8 @@ class HeatmapView(StateView):
                      " · reading…")
         self._pool(data, request)
 
-    def on_resize(self) -> None:
+    @on(HeatmapCanvas.Resized)
+    def _canvas_resized(self) -> None:
         if self.is_shown and self.data is not None:
             self.update_view()
 

@@ -44,7 +44,9 @@ class LayersView(StateView):
         summary = self.query_one("#layers-summary", Static)
         pair_chart, row_chart = self.query_one("#layers-pair-chart", Static), self.query_one("#layers-row-chart", Static)
         if data is None:
-            summary.update(self.NO_STORE)
+            summary.update(self.no_store)
+            pair_chart.update("")
+            row_chart.update("")
             return
         row = data.row(app.variant, app.reg_index, app.test_index)
         totals = row.shown

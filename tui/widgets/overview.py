@@ -54,7 +54,7 @@ class OverviewView(StateView):
         data = self.data
         self.query_one("#overview-problem", Static).update(self._problem())
         summary = self.query_one("#overview-summary", Static)
-        summary.update(self._summary(data) if data is not None else Text(self.NO_STORE, style="italic"))
+        summary.update(self._summary(data) if data is not None else Text(self.no_store, style="italic"))
         self.query_one("#overview-stages", Static).update(self._stages(data))
 
     # ------------------------------------------------------------ parts

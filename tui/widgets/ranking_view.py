@@ -56,19 +56,24 @@ class RankingView(StateView):
         data, app = self.data, self.explorer
         table = self.table_widget
         if data is None:
-            self.query_one("#ranking-test", Static).update(self.NO_STORE)
+            self.query_one("#ranking-test", Static).update(self.no_store)
+            self._shown_for, self._row = None, None
             table.show(np.zeros(0, dtype=np.int64))
+            self._describe_pair()
             return
         key = (app.test_index, app.variant, app.reg_index, app.content_version, app.ranking_sort)
         if key != self._shown_for:
+            resorted = self._shown_for is not None and key[-1] != self._shown_for[-1]
             self._shown_for = key
             self._row = data.row(app.variant, app.reg_index, app.test_index)
             self._shown = shown = self._row.shown
             self._ranks = descending_ranks(shown)
             self._labels = data.train_labels(app.variant)
             self.query_one("#ranking-test", Static).update(self._header())
+            # A new sort order starts at its top; otherwise the selected pair stays selected.
+            keep = None if resorted or app.train_index == NO_PAIR else app.train_index
             table.show(sort_rows(self._sort_keys(app.ranking_sort, shown), app.ranking_sort.descending),
-                       app.ranking_sort, cursor_row=None if app.train_index == NO_PAIR else app.train_index)
+                       app.ranking_sort, cursor_row=keep)
         elif app.train_index != NO_PAIR and app.train_index != table.cursor_row:
             position = table.position_of(app.train_index)
             if position is not None:

@@ -52,7 +52,8 @@ class RegularizationView(StateView):
         data, app = self.data, self.explorer
         steps, report_widget = self.query_one("#lambda-steps", Static), self.query_one("#lambda-report", Static)
         if data is None:
-            steps.update(self.NO_STORE)
+            steps.update(self.no_store)
+            report_widget.update("")
             return
         report = app.reports.get(app.variant)
         steps.update(self._steps(data, report))

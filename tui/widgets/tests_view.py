@@ -55,7 +55,7 @@ class TestsView(StateView):
         data = self.data
         table = self.table_widget
         if data is None:
-            table.empty_text = self.NO_STORE
+            table.empty_text = self.no_store
             table.show(np.zeros(0, dtype=np.int64))
             return
         table.empty_text = "no test review matches the filter"
