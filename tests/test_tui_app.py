@@ -65,7 +65,7 @@ def test_overview_shows_the_run_the_model_quality_and_every_stage(store_path) ->
             await pilot.pause()
             overview = app.screen.query_one(OverviewView)
             summary = text_of(overview.query_one("#overview-summary"))
-            assert "synthetic" in summary and f"{N_TRAIN} training × {N_TEST} test" in summary
+            assert "synthetic" in summary and f"{N_TRAIN} train × {N_TEST} test" in summary
             assert "EK-FAC" in summary and "F1" in summary and "accuracy" in summary
             rendered = text_of(app.screen.query_one("#overview-stages"))
             for stage in ("predictions", "covariance", "eigendecomposition", "eigenvalue_correction", "queries",

@@ -52,11 +52,14 @@ def _common_parts(parts: list[list[str]]) -> list[str]:
 
 
 def pair_bars(names: list[str], values: np.ndarray, width: int, height: int, title: str, no_color: bool) -> Text:
-    """One bar per layer, coloured by sign."""
+    """One bar per layer, coloured by sign and labelled with its value, over a zero line."""
     _start(width, height, title)
     colours = [HELPFUL_COLOUR if value >= 0 else HARMFUL_COLOUR for value in values]
     markers = [plt.marker("full", plt.pixel(foreground=colour)) for colour in colours]
-    plt.figure.draw(plt.figure.bar(short_names(names), [float(v) for v in values], marker=markers))
+    heights = [float(v) for v in values]
+    labels = [f"{v:+.3g}" for v in heights]
+    plt.figure.draw(plt.figure.bar(short_names(names), heights, marker=markers, labeled=labels))
+    plt.figure.line(0)
     return _finish(no_color)
 
 

@@ -17,7 +17,8 @@ from tui.data import StoreData
 from tui.engine import FAILED, LiveStage
 from tui.widgets.base import StateView
 
-BAR_WIDTH = 20
+BAR_WIDTH_RANGE = (6, 30)
+OTHER_STAGE_COLUMNS = 74  # what the stage table needs besides the bar
 STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", "cancelled": "magenta"}
 STAGE_TITLES = {"training": "train demo model"}
 
@@ -52,7 +53,10 @@ class OverviewView(StateView):
 
     def update_view(self) -> None:
         data = self.data
-        self.query_one("#overview-problem", Static).update(self._problem())
+        problem = self._problem()
+        problem_widget = self.query_one("#overview-problem", Static)
+        problem_widget.update(problem)
+        problem_widget.set_class(not problem.plain, "-empty")
         summary = self.query_one("#overview-summary", Static)
         summary.update(self._summary(data) if data is not None else Text(self.no_store, style="italic"))
         self.query_one("#overview-stages", Static).update(self._stages(data))
@@ -74,19 +78,18 @@ class OverviewView(StateView):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
         grid.add_row("Model", str(config.get("model", "?")))
-        grid.add_row("Data", f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} training × "
-                             f"{fmt.count(data.n_test)} test reviews; labels {', '.join(data.reader.label_names)}")
-        grid.add_row("Corrupted", f"{fmt.count(int(data.corrupted.sum()))} training labels flipped"
-                     if data.has_corrupted else "no corrupted-label variant")
+        corrupted = (f"; {fmt.count(int(data.corrupted.sum()))} training labels flipped in the corrupted variant"
+                     if data.has_corrupted else "; no corrupted-label variant")
+        grid.add_row("Data", f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} train × "
+                             f"{fmt.count(data.n_test)} test ({'/'.join(data.reader.label_names)}){corrupted}")
         total = run.get("total_parameters")
-        of_total = f" of {fmt.parameters(int(total))} in the model" if total else ""
+        of_total = f" of {fmt.parameters(int(total))}" if total else ""
         names = ", ".join(layer.name for layer in data.layers)
-        grid.add_row("Layers", Text(f"{len(data.layers)} tracked, {fmt.parameters(_tracked_parameters(data))} "
-                                    f"parameters{of_total}: {names}"))
+        grid.add_row("Layers", Text(f"{len(data.layers)} tracked ({fmt.parameters(_tracked_parameters(data))}"
+                                    f"{of_total} parameters): {names}", no_wrap=True, overflow="ellipsis"))
         mode = str(config.get("mode") or config.get("method") or "?").upper().replace("EKFAC", "EK-FAC").replace(
             "KFAC", "K-FAC")
-        grid.add_row("Curvature", f"{mode}, {config.get('fisher', '?')} Fisher")
-        grid.add_row("λ", self._regularization(data))
+        grid.add_row("Curvature", Text(f"{mode}, {config.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data))
         metrics = data.reader.metrics()
         if metrics:
             grid.add_row("Test", f"F1 {fmt.fraction(metrics.get('f1', float('nan')))}   "
@@ -143,7 +146,9 @@ class OverviewView(StateView):
         if running and record is not None and record.status != STATUS_DONE:
             status = STATUS_RUNNING
         completed = min(done or 0, total or 0)
-        bar = ProgressBar(total=float(total or 1), completed=float(completed if total else 0), width=BAR_WIDTH)
+        low, high = BAR_WIDTH_RANGE
+        width = max(low, min(high, self.size.width - OTHER_STAGE_COLUMNS))
+        bar = ProgressBar(total=float(total or 1), completed=float(completed if total else 0), width=width)
         count = f"{fmt.count(done or 0)}/{fmt.count(total)} {unit}" if total else ""
         if running:
             rate = fmt.rate(live.rate(), unit or "steps")

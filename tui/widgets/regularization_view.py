@@ -85,8 +85,9 @@ class RegularizationView(StateView):
         regs = report.regularizations
         if len(regs) < 2:
             return Text("A single λ: nothing to compare.", style="italic")
-        table = Table(title=f"Correlation of the mean influence per training review, {report.variant} labels",
-                      title_justify="left", box=None, padding=(0, 1))
+        title = Text(f"Mean influence per training review ({report.variant} labels): correlation between "
+                     "neighbouring λ", style="bold")
+        table = Table(box=None, padding=(0, 1))
         table.add_column("layer", no_wrap=True)
         table.add_column("", no_wrap=True)
         for j in range(len(regs) - 1):
@@ -99,7 +100,7 @@ class RegularizationView(StateView):
                 table.add_row(name if measure == CORRELATIONS[0] else "", measure,
                               *(_correlation_cell(float(v), no_color) for v in values))
         legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
-        return Group(table, legend)
+        return Group(title, table, legend)
 
     def table(self) -> ViewTable | None:
         report = self.explorer.reports.get(self.explorer.variant)
