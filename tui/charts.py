@@ -3,13 +3,15 @@
 plotext keeps one global figure, so these functions run on the UI thread only. The
 strip chart plots every training review: values are first snapped to the chart's
 vertical resolution and de-duplicated, which draws exactly the same dots as plotting
-all 25,000 of them per layer, in a few milliseconds.
+all 25,000 of them per layer, in a few milliseconds. plotext is imported on the first
+chart, not at start-up: its import alone takes a fifth of a second.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
-import plotext as plt
 from rich.text import Text
 
 from tui.palette import NEGATIVE_RAMP, POSITIVE_RAMP
@@ -21,15 +23,24 @@ HELPFUL_COLOUR, HARMFUL_COLOUR = POSITIVE_RAMP[-1], NEGATIVE_RAMP[-1]
 MIN_WIDTH, MIN_HEIGHT = 20, 6
 
 
-def _start(width: int, height: int, title: str) -> None:
+def _plotext() -> ModuleType:
+    import plotext
+
+    return plotext
+
+
+def _start(width: int, height: int, title: str) -> ModuleType:
+    """A cleared figure of the given size; returns the plotext module for the caller to draw with."""
+    plt = _plotext()
     figure = plt.figure
     figure.clear()
     figure.plot_size(max(MIN_WIDTH, width), max(MIN_HEIGHT, height))
     figure.theme(THEME)
     figure.title(title)
+    return plt
 
 
-def _finish(no_color: bool) -> Text:
+def _finish(plt: ModuleType, no_color: bool) -> Text:
     rendered = str(plt.figure.build())
     return Text(plt.uncolorize(rendered)) if no_color else Text.from_ansi(rendered)
 
@@ -53,14 +64,14 @@ def _common_parts(parts: list[list[str]]) -> list[str]:
 
 def pair_bars(names: list[str], values: np.ndarray, width: int, height: int, title: str, no_color: bool) -> Text:
     """One bar per layer, coloured by sign and labelled with its value, over a zero line."""
-    _start(width, height, title)
+    plt = _start(width, height, title)
     colours = [HELPFUL_COLOUR if value >= 0 else HARMFUL_COLOUR for value in values]
     markers = [plt.marker("full", plt.pixel(foreground=colour)) for colour in colours]
     heights = [float(v) for v in values]
     labels = [f"{v:+.3g}" for v in heights]
     plt.figure.draw(plt.figure.bar(short_names(names), heights, marker=markers, labeled=labels))
     plt.figure.line(0)
-    return _finish(no_color)
+    return _finish(plt, no_color)
 
 
 def layer_strips(
@@ -71,7 +82,7 @@ def layer_strips(
 
     No plotext legend (it would cover the first layer's dots): the caller names the lines.
     """
-    _start(width, height, title)
+    plt = _start(width, height, title)
     figure = plt.figure
     finite = rows[np.isfinite(rows)]
     if finite.size:
@@ -90,4 +101,4 @@ def layer_strips(
             figure.draw(signal)
     figure.ruler("x").ticks(list(range(1, len(names) + 1)), short_names(names))
     figure.ruler("x").lim(0.5, len(names) + 0.5)
-    return _finish(no_color)
+    return _finish(plt, no_color)

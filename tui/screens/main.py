@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
+from textual.lazy import Lazy
 from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 
@@ -27,6 +28,7 @@ TABS = {
     "corruption": "Corruption",
     "regularization": "λ sweep",
 }
+FIRST_TAB = "overview"
 VIEWS: dict[str, type[StateView]] = {
     "overview": OverviewView,
     "tests": TestsView,
@@ -43,14 +45,18 @@ class MainScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield StatusBar()
-        with TabbedContent(initial="overview", id="tabs"):
+        with TabbedContent(initial=FIRST_TAB, id="tabs"):
             for tab, title in TABS.items():
                 with TabPane(title, id=tab):
-                    yield VIEWS[tab](id=f"{tab}-view")
+                    view = VIEWS[tab](id=f"{tab}-view")
+                    # The hidden tabs mount after the first frame: the first screen is drawn sooner.
+                    yield view if tab == FIRST_TAB else Lazy(view)
         yield Footer()
 
-    def view(self, tab: str) -> StateView:
-        return self.query_one(f"#{tab}-view", StateView)
+    def view(self, tab: str) -> StateView | None:
+        """The view of ``tab``; None for the instant before a lazy view is mounted."""
+        views = self.query(f"#{tab}-view").results(StateView)
+        return next(views, None)
 
     @property
     def active_tab(self) -> str:
@@ -58,12 +64,18 @@ class MainScreen(Screen[None]):
 
     def show_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
-        self.view(tab).focus_main()
+        self._focus_view(tab)
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         if event.pane.id:
-            self.call_after_refresh(self.view(event.pane.id).focus_main)
+            self.call_after_refresh(self._focus_view, event.pane.id)
+
+    def _focus_view(self, tab: str) -> None:
+        view = self.view(tab)
+        if view is not None:
+            view.focus_main()
 
     def current_table(self) -> ViewTable | None:
         """The active view's table, for the export key."""
-        return self.view(self.active_tab).table()
+        view = self.view(self.active_tab)
+        return None if view is None else view.table()

@@ -59,7 +59,8 @@ class CorruptionView(StateView):
         summary = self.query_one("#corruption-summary", Static)
         if data is None or not data.has_corrupted:
             summary.update(self.no_store if data is None else
-                           "This store has no corrupted-label variant (it was computed with --corrupt none).")
+                           "This store has no corrupted-label variant (it was computed with --corrupt none).",
+                           layout=False)
             self.table_widget.show(np.zeros(0, dtype=np.int64))
             return
         self._clean = data.row(VARIANT_CLEAN, app.reg_index, app.test_index)
@@ -70,7 +71,7 @@ class CorruptionView(StateView):
         self._flipped[self._changes.sign_flipped] = True
         ranked = self._changes.rank_clean >= 0
         self._delta = np.where(ranked, self._changes.rank_corrupted - self._changes.rank_clean, 0)
-        summary.update(self._summary(data))
+        summary.update(self._summary(data), layout=False)
         sort = app.corruption_sort
         self.table_widget.show(sort_rows(self._sort_keys(data, sort.column), sort.descending), sort)
 

@@ -210,10 +210,10 @@ class HeatmapView(StateView):
         data, app = self.data, self.explorer
         title = self.query_one("#heatmap-title", Static)
         if data is None:
-            title.update(self.no_store)
+            title.update(self.no_store, layout=False)
             self._request = None
             self.canvas.show(None)
-            self.query_one("#heatmap-legend", Static).update("")
+            self.query_one("#heatmap-legend", Static).update("", layout=False)
             return
         if not self.canvas.size.area:
             return  # not laid out yet: on_resize comes back
@@ -223,7 +223,7 @@ class HeatmapView(StateView):
             return
         self._request = request
         title.update(f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])}"
-                     " · reading…")
+                     " · reading…", layout=False)
         self._pool(data, request)
 
     @on(HeatmapCanvas.Resized)
@@ -252,8 +252,9 @@ class HeatmapView(StateView):
         block = "one pair per cell" if test_block == train_block == 1 else (
             f"cell = {test_block}×{train_block} pairs, max |I|")
         self.query_one("#heatmap-title", Static).update(
-            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}")
-        self.query_one("#heatmap-legend", Static).update(legend(pooled.scale, self.app.no_color))
+            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}",
+            layout=False)
+        self.query_one("#heatmap-legend", Static).update(legend(pooled.scale, self.app.no_color), layout=False)
         self.canvas.show(pooled)
 
     @on(HeatmapCanvas.CursorMoved)
@@ -261,7 +262,7 @@ class HeatmapView(StateView):
         pooled = self.canvas.pooled
         line = self.query_one("#heatmap-cell", Static)
         if pooled is None:
-            line.update("")
+            line.update("", layout=False)
             return
         row, col = self.canvas.cursor
         tests = f"test {pooled.row_edges[row]:,}–{pooled.row_edges[row + 1] - 1:,}"
@@ -274,7 +275,7 @@ class HeatmapView(StateView):
         extremes = "  ·  ".join(
             f"{label} {fmt.score(e.value)} at #{e.test_index}×#{e.train_index}"
             for label, e in ((f"{MAX_MARK} max", pooled.maximum), (f"{MIN_MARK} min", pooled.minimum)) if e is not None)
-        line.update(Text(f"{tests} × {trains}: {detail}\n{extremes}"))
+        line.update(Text(f"{tests} × {trains}: {detail}\n{extremes}"), layout=False)
 
     def table(self) -> ViewTable | None:
         pooled, data, app = self.canvas.pooled, self.data, self.explorer

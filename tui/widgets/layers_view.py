@@ -44,30 +44,31 @@ class LayersView(StateView):
         summary = self.query_one("#layers-summary", Static)
         pair_chart, row_chart = self.query_one("#layers-pair-chart", Static), self.query_one("#layers-row-chart", Static)
         if data is None:
-            summary.update(self.no_store)
-            pair_chart.update("")
-            row_chart.update("")
+            summary.update(self.no_store, layout=False)
+            pair_chart.update("", layout=False)
+            row_chart.update("", layout=False)
             return
         row = data.row(app.variant, app.reg_index, app.test_index)
         totals = row.shown
         layer_rows = np.where(row.scored[None, :], data.layer_rows(app.variant, app.reg_index, app.test_index), np.nan)
         train = self._train(totals)
         if train is None or not row.scored[train]:
-            summary.update(Text("The scores of this test review are pending.", style="italic"))
-            pair_chart.update("")
-            row_chart.update("")
+            summary.update(Text("The scores of this test review are pending.", style="italic"), layout=False)
+            pair_chart.update("", layout=False)
+            row_chart.update("", layout=False)
             return
         names = [layer.name for layer in data.layers]
         helpful, harmful = int(np.nanargmax(totals)), int(np.nanargmin(totals))
         lines = [(train, charts.SELECTED_COLOUR), (helpful, charts.HELPFUL_COLOUR), (harmful, charts.HARMFUL_COLOUR)]
-        summary.update(self._summary(layer_rows, totals, train, helpful, harmful))
+        summary.update(self._summary(layer_rows, totals, train, helpful, harmful), layout=False)
         no_color = self.app.no_color
         pair_chart.update(charts.pair_bars(
             names, layer_rows[:, train], pair_chart.size.width, pair_chart.size.height,
-            f"test #{app.test_index} × train #{train}: influence per layer", no_color))
+            f"test #{app.test_index} × train #{train}: influence per layer", no_color), layout=False)
         row_chart.update(charts.layer_strips(
             names, layer_rows, lines, row_chart.size.width, row_chart.size.height,
-            f"test #{app.test_index}: all {fmt.count(row.n_scored)} scored training reviews across layers", no_color))
+            f"test #{app.test_index}: all {fmt.count(row.n_scored)} scored training reviews across layers", no_color),
+            layout=False)
 
     def _summary(self, layer_rows: np.ndarray, totals: np.ndarray, train: int, helpful: int, harmful: int) -> Text:
         """The sum check, then the key of the lines drawn over the dots."""

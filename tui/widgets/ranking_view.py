@@ -56,7 +56,7 @@ class RankingView(StateView):
         data, app = self.data, self.explorer
         table = self.table_widget
         if data is None:
-            self.query_one("#ranking-test", Static).update(self.no_store)
+            self.query_one("#ranking-test", Static).update(self.no_store, layout=False)
             self._shown_for, self._row = None, None
             table.show(np.zeros(0, dtype=np.int64))
             self._describe_pair()
@@ -69,7 +69,7 @@ class RankingView(StateView):
             self._shown = shown = self._row.shown
             self._ranks = descending_ranks(shown)
             self._labels = data.train_labels(app.variant)
-            self.query_one("#ranking-test", Static).update(self._header())
+            self.query_one("#ranking-test", Static).update(self._header(), layout=False)
             # A new sort order starts at its top; otherwise the selected pair stays selected.
             keep = None if resorted or app.train_index == NO_PAIR else app.train_index
             table.show(sort_rows(self._sort_keys(app.ranking_sort, shown), app.ranking_sort.descending),
@@ -127,12 +127,12 @@ class RankingView(StateView):
         data, row, train = self.data, self._row, self.table_widget.cursor_row
         pair = self.query_one("#ranking-pair", Static)
         if data is None or row is None or train is None:
-            pair.update("")
+            pair.update("", layout=False)
             return
         value, _ = score_cell(float(row.values[train]), bool(row.scored[train]))
         rank = int(self._ranks[train])
         where = f"rank {fmt.count(rank)} of {fmt.count(row.n_scored)}" if rank else "not ranked yet"
-        pair.update(f"train #{train}: influence {value}, {where}  ·  enter: side by side  ·  s/o: sort")
+        pair.update(f"train #{train}: influence {value}, {where}  ·  enter: side by side  ·  s/o: sort", layout=False)
 
     # ------------------------------------------------------------ events
     @on(VirtualTable.RowHighlighted, "#ranking-table")

@@ -21,7 +21,7 @@ class StatusBar(StateView):
         yield Static(id="status-text")
 
     def update_view(self) -> None:
-        self.query_one("#status-text", Static).update(self.describe())
+        self.query_one("#status-text", Static).update(self.describe(), layout=False)
 
     def describe(self) -> Text:
         app, data = self.explorer, self.data
