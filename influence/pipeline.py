@@ -248,7 +248,7 @@ class StageRunner:
     def _stage(self, key: str, total: int, unit: str) -> Iterator[None]:
         """Mark ``key`` running, then done, cancelled or failed; a store write error stays itself."""
         self.writer.set_stage(key, "running", total=total, unit=unit)
-        self._report(key, self.writer.stage(key).done, total, unit)
+        self._report(key, self._done_count(key), total, unit)
         try:
             yield
         except Cancelled:
@@ -264,6 +264,10 @@ class StageRunner:
 
     def _done(self, key: str) -> bool:
         return self.writer.stage(key).status == "done"
+
+    def _done_count(self, key: str) -> int:
+        """Units a stage recorded as finished (checkpointed), 0 when it never started."""
+        return self.writer.stage(key).done or 0
 
     # ------------------------------------------------------------- predictions
     def predictions(self) -> None:
@@ -329,7 +333,7 @@ class StageRunner:
         if record.status == "done":
             return self._read_covariance(engine, variant)
         batches = self.analysis.train_batches
-        start = record.done if record.done > 0 else 0
+        start = self._done_count(key)
         sums = self._read_covariance(engine, variant) if start else engine.new_covariance()
         checkpoints = _Checkpoints(self.config.checkpoint_seconds)
 
@@ -351,7 +355,7 @@ class StageRunner:
     ) -> dict[str, Eigenbasis]:
         key = stage_key(STAGE_EIGEN, variant)
         record = self.writer.stage(key)
-        finished = len(engine.layers) if record.status == "done" else max(record.done, 0)
+        finished = len(engine.layers) if record.status == "done" else self._done_count(key)
         eigen: dict[str, Eigenbasis] = {}
         for index, name in enumerate(engine.layer_names[:finished]):
             eigen[name] = Eigenbasis(
@@ -393,7 +397,7 @@ class StageRunner:
                 for index, name in enumerate(names):
                     self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
             return values
-        start = record.done if record.done > 0 else 0
+        start = self._done_count(key)
         examples_before = sum(len(b["labels"]) for b in batches[:start])
         if start:
             sums = {name: EigenvalueSums(_tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine),

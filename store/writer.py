@@ -304,6 +304,19 @@ class StoreWriter:
             file[counts_path(variant)][layer_index] = counts
             file.flush()
 
+    def read_factor(self, variant: str, layer_index: int, name: str) -> np.ndarray:
+        """A factor as written (partial sums included): what a resumed run continues from."""
+        self._check_factor_target(variant, layer_index)
+        if name not in FACTOR_NAMES:
+            raise ValueError(f"unknown factor {name!r}; factors are {FACTOR_NAMES}")
+        return self._open_file()[factor_path(variant, layer_index, name)][()]
+
+    def read_factor_counts(self, variant: str, layer_index: int) -> dict[str, int]:
+        """The token and example counts written with the covariance sums of one layer."""
+        self._check_factor_target(variant, layer_index)
+        counts = self._open_file()[counts_path(variant)][layer_index]
+        return dict(zip(COUNT_COLUMNS, (int(count) for count in counts)))
+
     def stages(self) -> dict[str, StageRecord]:
         """Every stage record, by key."""
         return dict(self._records)

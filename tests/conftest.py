@@ -16,8 +16,6 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parents[1]
-IMDB = ROOT.parent / "shared" / "data" / "imdb"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 

@@ -12,6 +12,7 @@ from influence.demo.corpus import LABEL_NAMES, generate_corpus
 from influence.demo.model import DemoSettings, build_model, build_tokenizer
 
 ASSET_SEED = 5
+IMDB = Path(__file__).resolve().parents[2] / "shared" / "data" / "imdb"  # real reviews, never copied here
 TINY_SETTINGS = DemoSettings(dim=16, layers=1, heads=2, hidden=32, vocab_size=800)
 
 

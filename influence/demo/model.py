@@ -25,7 +25,7 @@ from influence.progress import ProgressCallback, ProgressEvent, check_cancel, re
 
 STAGE_TRAINING = "training"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-MAX_TRAIN_EXAMPLES = 8000  # enough for the demo model to learn; keeps first runs short on real data
+MAX_TRAIN_EXAMPLES = 4000  # enough for the demo model to learn; keeps first runs short on real data
 
 
 @dataclass(frozen=True)

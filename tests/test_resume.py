@@ -1,0 +1,143 @@
+"""Killed runs resume: SIGKILL at every stage boundary, in the middle of every stage, and at
+random moments; the finished store then holds the same numbers as an uninterrupted run.
+
+"The same" is float32 rounding: partial sums resume bit for bit, but BLAS kernels may
+round differently when the same product meets differently aligned memory (a cached
+batch against a recaptured one), so values are compared to a few units in the last place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from influence.config import RunConfig
+from influence.pipeline import run_pipeline
+from local_assets import corpus_rows, save_tiny_model, write_csv_folder
+from store.reader import StoreReader
+from store.schema import STAGES
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_BATCHES = 6
+ROUNDING = 1e-5  # float32 rounding, a few units in the last place
+
+
+KILL_AT_EVENT = """
+import json, os, signal, sys
+from influence.config import RunConfig
+from influence.pipeline import run_pipeline
+config = RunConfig(**json.loads(sys.argv[1])).validate()
+stage, done = sys.argv[2], int(sys.argv[3])
+
+def progress(event):
+    if event.stage == stage and event.done >= done:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+run_pipeline(config, progress=progress)
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume")
+    rows = corpus_rows(num_train=60, num_test=20)
+    settings = dict(
+        model=str(save_tiny_model(root / "model", rows)), dataset=str(write_csv_folder(root / "csv", rows)),
+        num_train=TRAIN_BATCHES * 4, num_test=6, batch_size=4, max_length=40, sweep=[1e-3, 1e-1],
+        checkpoint_seconds=0.0,
+    )
+    reference = RunConfig(**settings, store=str(root / "reference.h5")).validate()
+    run_pipeline(reference)
+    return root, settings, reference.store_path()
+
+
+def _snapshot(path: Path) -> dict[str, np.ndarray]:
+    """Every number a reader can get from a finished store."""
+    with StoreReader(path) as reader:
+        assert all(record.status == "done" for record in reader.stages().values()), reader.stages()
+        numbers = {}
+        for variant in reader.variants:
+            for k in range(len(reader.regularizations)):
+                numbers[f"{variant}/{k}/total"] = reader.influence_matrix(variant, k)
+                for split in ("train", "test"):
+                    numbers[f"{variant}/{k}/{split}_self"] = reader.self_influence(variant, k, split)
+                for layer in range(len(reader.layers)):
+                    numbers[f"{variant}/{k}/layer{layer}"] = reader.influence_matrix(variant, k, layer=layer)
+        for layer in range(len(reader.layers)):
+            numbers[f"lambda{layer}"] = reader.factor("clean", layer, "corrected_eigenvalues")
+        numbers["probabilities"] = reader.examples("test").probabilities
+        return numbers
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+# Every stage boundary, and the middle of every stage that keeps partial state (the others,
+# predictions and queries, restart from their beginning: their middle is their boundary).
+PARTIAL_STAGES = ("covariance", "eigendecomposition", "eigenvalue_correction", "scores")
+KILL_POINTS = [(stage, "middle") for stage in PARTIAL_STAGES] + [(stage, "end") for stage in STAGES]
+
+
+@pytest.mark.parametrize(("stage", "where"), KILL_POINTS, ids=[f"{s}-{w}" for s, w in KILL_POINTS])
+def test_sigkill_then_rerun_gives_the_same_numbers(setup, tmp_path, stage, where):
+    root, settings, reference = setup
+    config = RunConfig(**settings, store=str(tmp_path / "store.h5")).validate()
+    totals = {"predictions": TRAIN_BATCHES + 2, "covariance": TRAIN_BATCHES, "eigendecomposition": 4,
+              "eigenvalue_correction": TRAIN_BATCHES, "queries": 2, "scores": TRAIN_BATCHES * 4}
+    done = 1 if where == "middle" else totals[stage]
+    # A fresh interpreter, not a fork: forking after torch's OpenMP pool has run can deadlock the child.
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AT_EVENT, json.dumps(config.to_dict()), stage, str(done)],
+        env=_environment(), capture_output=True, text=True, timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    run_pipeline(config)
+    _assert_same_numbers(_snapshot(reference), _snapshot(config.store_path()))
+
+
+def _assert_same_numbers(expected: dict[str, np.ndarray], resumed: dict[str, np.ndarray]) -> None:
+    for key, value in expected.items():
+        scale = float(np.abs(value).max()) if value.size else 0.0
+        np.testing.assert_allclose(resumed[key], value, rtol=ROUNDING, atol=ROUNDING * scale, err_msg=key)
+
+
+def test_random_kills_of_the_command_line_and_a_reader_watching(setup, tmp_path):
+    """The real command, killed at random moments while another process reads the store."""
+    root, settings, reference = setup
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "influence.cli", "--export", str(out), "--model", settings["model"],
+            "--dataset", settings["dataset"], "--num-train", "24", "--num-test", "6", "--batch-size", "4",
+            "--max-length", "40", "--sweep", "1e-3,1e-1", "--checkpoint-every", "0"]
+    generator = random.Random(7)
+    store = out / "influence.h5"
+    seen_progress = False
+    for attempt in range(3):
+        process = subprocess.Popen(args, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + generator.uniform(3.0, 9.0)
+        while time.monotonic() < deadline and process.poll() is None:
+            if store.exists():
+                try:
+                    with StoreReader(store) as reader:
+                        seen_progress |= any(r.status != "pending" for r in reader.stages().values())
+                except Exception as error:  # a reader may meet a store being created, never a crash
+                    assert "influence.h5" in str(error)
+            time.sleep(0.2)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    final = subprocess.run(args, env=_environment(), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-2000:]
+    assert seen_progress
+    _assert_same_numbers(_snapshot(reference), _snapshot(store))
