@@ -10,6 +10,7 @@ unreferenced tail that the next append overwrites.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import h5py
 import numpy as np
@@ -38,7 +39,7 @@ class JsonLog:
         stop = int(self.ends[count - 1])
         return json.loads(self.bytes[start:stop].tobytes().decode("utf-8"))
 
-    def append(self, document: dict, flush: callable) -> None:
+    def append(self, document: dict, flush: Callable[[], None]) -> None:
         """Store a new version; ``flush`` makes the bytes durable before they are referenced."""
         data = np.frombuffer(json.dumps(document, sort_keys=True).encode("utf-8"), dtype=np.uint8)
         count = self.ends.shape[0]
