@@ -279,17 +279,17 @@ class StoreWriter:
             document[key] = value
             self._summary.append(document, file.flush)
 
-    def _check_factor_target(self, variant: str, layer_index: int) -> None:
+    def _check_factor_target(self, variant: str, layer_index: int, name: str | None = None) -> None:
         if variant not in self.layout.factor_variants:
             raise ValueError(
                 f"variant {variant!r} has no factors of its own; factor variants: {self.layout.factor_variants}"
             )
         self.layout.check_layer_index(layer_index)
+        if name is not None and name not in FACTOR_NAMES:
+            raise ValueError(f"unknown factor {name!r}; factors are {FACTOR_NAMES}")
 
     def write_factor(self, variant: str, layer_index: int, name: str, array: np.ndarray) -> None:
-        self._check_factor_target(variant, layer_index)
-        if name not in FACTOR_NAMES:
-            raise ValueError(f"unknown factor {name!r}; factors are {FACTOR_NAMES}")
+        self._check_factor_target(variant, layer_index, name)
         shape = factor_shape(self.layout.layers[layer_index], name)
         array = _as_array(array, self.layout.factor_dtype, shape, f"factor {name} of layer {layer_index}")
         with self._writing(f"write factor {name} of layer {layer_index}", array.nbytes) as file:
@@ -306,16 +306,16 @@ class StoreWriter:
 
     def read_factor(self, variant: str, layer_index: int, name: str) -> np.ndarray:
         """A factor as written (partial sums included): what a resumed run continues from."""
-        self._check_factor_target(variant, layer_index)
-        if name not in FACTOR_NAMES:
-            raise ValueError(f"unknown factor {name!r}; factors are {FACTOR_NAMES}")
-        return self._open_file()[factor_path(variant, layer_index, name)][()]
+        self._check_factor_target(variant, layer_index, name)
+        with _translated(self.path, f"read factor {name} of layer {layer_index}"):
+            return self._open_file()[factor_path(variant, layer_index, name)][()]
 
     def read_factor_counts(self, variant: str, layer_index: int) -> dict[str, int]:
-        """The token and example counts written with the covariance sums of one layer."""
+        """The token and example counts written with the covariance sums of one layer (-1 until written)."""
         self._check_factor_target(variant, layer_index)
-        counts = self._open_file()[counts_path(variant)][layer_index]
-        return dict(zip(COUNT_COLUMNS, (int(count) for count in counts)))
+        with _translated(self.path, f"read the factor counts of layer {layer_index}"):
+            counts = self._open_file()[counts_path(variant)][layer_index]
+        return dict(zip(COUNT_COLUMNS, (int(count) for count in counts), strict=True))
 
     def stages(self) -> dict[str, StageRecord]:
         """Every stage record, by key."""

@@ -69,6 +69,12 @@ def test_everything_written_is_read_back(tmp_path, layout):
         for block in (0, 2):
             writer.write_score_block(block, **block_scores(layout, block))
         writer.write_test_self("corrupted", 1, expected_test_self(layout, 1))
+        # the engine resumes partial sums from what it wrote
+        np.testing.assert_array_equal(writer.read_factor("corrupted", 2, "gradient_eigenvalues"), np.full(4, 3.0))
+        assert writer.read_factor_counts("corrupted", 2) == {"tokens": 1234, "examples": 50}
+        assert writer.read_factor_counts("clean", 0) == {"tokens": -1, "examples": -1}
+        with pytest.raises(ValueError):
+            writer.read_factor("clean", 0, "hessian")
 
     with StoreReader(path) as reader:
         assert first_difference(reader.layout, layout) is None
