@@ -216,6 +216,10 @@ class InfluenceApp(App[None]):
     def on_engine_progress(self, message: EngineProgress) -> None:
         self.live.update(message.event)
         self.stages_version += 1
+        event = message.event
+        if event.total is not None and event.done >= event.total:
+            # Native libraries under the engine may write straight to the terminal; repaint it all.
+            self.refresh()
 
     def on_engine_stopped(self, message: EngineStopped) -> None:
         outcome = message.outcome

@@ -45,6 +45,15 @@ def duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def clock(seconds: float | None) -> str:
+    """Elapsed or remaining time as on a stopwatch: ``0:07``, ``2:06``, ``1:02:03``; ``—`` when unknown."""
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        return MISSING
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
 def rate(per_second: float, unit: str) -> str:
     """Throughput such as ``12.5 batches/s`` or ``4.2 s/batch``; ``—`` before there is anything to divide."""
     if not per_second > 0 or math.isinf(per_second):

@@ -32,9 +32,9 @@ class PairScreen(Screen[None]):
     """Follows the app's selection; j/k walk the ranking without leaving the screen."""
 
     BINDINGS = [
-        Binding("escape,backspace", "close", "back"),
-        Binding("j,down", "step_rank(1)", "next in ranking"),
-        Binding("k,up", "step_rank(-1)", "previous in ranking"),
+        Binding("escape,backspace", "close", "back", tooltip="back to the tabs"),
+        Binding("j,down", "step_rank(1)", "next in ranking", tooltip="the training review ranked one below"),
+        Binding("k,up", "step_rank(-1)", "previous in ranking", tooltip="the training review ranked one above"),
     ]
 
     @property

@@ -43,13 +43,14 @@ class HeatmapCanvas(Widget, can_focus=True):
     """Draws a PooledMatrix; arrows move a cell cursor, Enter (or a double click) opens its pair."""
 
     BINDINGS = [
-        Binding("up,k", "move(0, -1)", "up", show=False),
-        Binding("down,j", "move(0, 1)", "down", show=False),
-        Binding("left,h", "move(-1, 0)", "left", show=False),
-        Binding("right,l", "move(1, 0)", "right", show=False),
-        Binding("plus", "jump('max')", "most positive", key_display="+"),
-        Binding("minus", "jump('min')", "most negative", key_display="-"),
-        Binding("enter", "open", "open pair"),
+        Binding("up,k", "move(0, -1)", "up", show=False, tooltip="the cell above (earlier test reviews)"),
+        Binding("down,j", "move(0, 1)", "down", show=False, tooltip="the cell below"),
+        Binding("left,h", "move(-1, 0)", "left", show=False, tooltip="the cell to the left (earlier training reviews)"),
+        Binding("right,l", "move(1, 0)", "right", show=False, tooltip="the cell to the right"),
+        Binding("plus", "jump('max')", "most positive", key_display="+", tooltip="the cell of the most helpful pair"),
+        Binding("minus", "jump('min')", "most negative", key_display="-", tooltip="the cell of the most harmful pair"),
+        Binding("enter", "open", "open pair",
+                tooltip="the pair behind the cell (its largest |I|) side by side (or double click)"),
     ]
     cursor: reactive[tuple[int, int]] = reactive((0, 0))  # (row, col) of the grid
 

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from store.schema import STATUS_DONE, STATUS_FAILED, STATUS_RUNNING
+from store.schema import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
 from store.stages import StageRecord
 from tui import format as fmt
 from tui.data import StoreData
@@ -18,9 +18,12 @@ from tui.engine import FAILED, LiveStage
 from tui.widgets.base import StateView
 
 BAR_WIDTH_RANGE = (6, 30)
-OTHER_STAGE_COLUMNS = 74  # what the stage table needs besides the bar
+OTHER_STAGE_COLUMNS = 80  # what the stage table needs besides the bar
+STAGE_NAME_WIDTH = 16
 STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", "cancelled": "magenta"}
 STAGE_TITLES = {"training": "train demo model"}
+NO_STORE_OPEN = "No store is open."
+STOPPED = "stopped"  # a stage the store does not record, left unfinished when the engine stopped
 
 
 def _tracked_parameters(data: StoreData) -> int:
@@ -58,14 +61,18 @@ class OverviewView(StateView):
         problem_widget.update(problem)
         problem_widget.set_class(not problem.plain, "-empty")
         summary = self.query_one("#overview-summary", Static)
-        summary.update(self._summary(data) if data is not None else Text(self.no_store, style="italic"))
+        if data is not None:
+            summary.update(self._summary(data))
+        else:  # the problem line above already says why, when it is known
+            summary.update(Text(NO_STORE_OPEN if problem.plain else self.no_store, style="italic"))
         self.query_one("#overview-stages", Static).update(self._stages(data))
 
     # ------------------------------------------------------------ parts
     def _problem(self) -> Text:
+        """The engine's failure, else why the store could not be opened; empty when all is well."""
         app = self.explorer
         outcome = app.last_outcome
-        if outcome is not None and outcome.status == FAILED:
+        if outcome is not None and outcome.status == FAILED and not app.engine_running:
             return Text(f"Engine failed: {outcome.summary}  (d: details, r: retry)", style="bold red")
         if app.store_problem and app.data is None and not app.engine_running:
             return Text(app.store_problem, style="bold red")
@@ -117,50 +124,50 @@ class OverviewView(StateView):
         return text
 
     def _stage_rows(self, data: StoreData | None) -> list[tuple[str, StageRecord | None, LiveStage | None]]:
-        """Stages of the store in order, then live ones the store does not have (e.g. demo training)."""
+        """Live stages the store does not record (e.g. the demo model's training), then the store's, in order."""
         live = self.explorer.live.stages
         records = data.stages if data is not None else {}
-        rows = [(key, record, live.get(key)) for key, record in records.items()]
-        rows += [(key, None, stage) for key, stage in live.items() if key not in records]
-        return rows
+        rows: list[tuple[str, StageRecord | None, LiveStage | None]]
+        rows = [(key, None, stage) for key, stage in live.items() if key not in records]
+        return rows + [(key, record, live.get(key)) for key, record in records.items()]
 
     def _stages(self, data: StoreData | None) -> RenderableType:
         rows = self._stage_rows(data)
         if not rows:
             return Text("Stages: waiting for the engine to start…", style="italic")
         table = Table(box=None, padding=(0, 1), title="Engine stages", title_justify="left", title_style="bold")
-        for name, justify in (("stage", "left"), ("progress", "left"), ("", "right"), ("status", "left"),
-                              ("rate", "right"), ("time", "right")):
+        table.add_column("stage", no_wrap=True, overflow="ellipsis", min_width=STAGE_NAME_WIDTH)
+        for name, justify in (("progress", "left"), ("", "right"), ("status", "left"), ("rate", "right"),
+                              ("time", "right"), ("left", "right")):
             table.add_column(name, justify=justify, no_wrap=True)
         for key, record, live in rows:
             table.add_row(*self._stage_cells(key, record, live))
+        notes = Text(style="dim")  # the store's messages (why a stage failed or was reset), below the table
+        for key, record, _ in rows:
+            if record is not None and record.message:
+                notes.append(f"{STAGE_TITLES.get(key, key)}: {record.message}\n")
         hint = Text("x cancels the running stage, r resumes", style="dim") if self.explorer.config else Text()
-        return Group(table, hint)
+        return Group(table, notes, hint)
 
     def _stage_cells(self, key: str, record: StageRecord | None, live: LiveStage | None) -> list[RenderableType]:
-        running = live is not None and self.explorer.engine_running
-        done = live.event.done if running else (record.done if record else None)
-        total = (live.event.total if running else None) or (record.total if record else None)
-        unit = (live.event.unit if running else None) or (record.unit if record else "") or ""
-        status = record.status if record else ("running" if running else "pending")
-        if running and record is not None and record.status != STATUS_DONE:
-            status = STATUS_RUNNING
-        completed = min(done or 0, total or 0)
+        """One row: the live events while the engine works on the stage (the store is only written at
+        checkpoints), the store's record otherwise."""
+        if live is not None and (record is None or (self.explorer.engine_running and record.status != STATUS_DONE)):
+            event = live.event
+            done, total, unit = event.done, event.total, event.unit
+            finished = total is not None and done >= total
+            status = STATUS_DONE if finished else STATUS_RUNNING if self.explorer.engine_running else STOPPED
+            rate, when = fmt.rate(live.rate(), unit), fmt.clock(live.updated - live.since)
+            left = "" if finished else fmt.clock(live.eta())
+        else:
+            assert record is not None
+            done, total, unit, status = record.done, record.total, record.unit or "", record.status
+            started = status != STATUS_PENDING
+            rate = fmt.rate((done or 0) / record.elapsed if record.elapsed > 0 else 0.0, unit) if started else ""
+            when, left = (fmt.clock(record.elapsed) if started else ""), ""
         low, high = BAR_WIDTH_RANGE
         width = max(low, min(high, self.size.width - OTHER_STAGE_COLUMNS))
-        bar = ProgressBar(total=float(total or 1), completed=float(completed if total else 0), width=width)
+        bar = ProgressBar(total=float(total or 1), completed=float(min(done or 0, total or 0)), width=width)
         count = f"{fmt.count(done or 0)}/{fmt.count(total)} {unit}" if total else ""
-        if running:
-            rate = fmt.rate(live.rate(), unit or "steps")
-            eta = live.eta()
-            when = fmt.duration(live.updated - live.since) + ("" if eta is None else f", {fmt.duration(eta)} left")
-        elif record is not None and record.status != "pending":
-            rate = fmt.rate((record.done or 0) / record.elapsed if record.elapsed > 0 else 0.0, unit or "steps")
-            when = fmt.duration(record.elapsed)
-        else:
-            rate = when = ""
-        message = record.message if record and record.message else ""
         status_text = Text(status, style=STATUS_STYLES.get(status, "dim"))
-        if message:
-            status_text.append(f" ({message})", style="dim")
-        return [STAGE_TITLES.get(key, key), bar, count, status_text, rate, when]
+        return [STAGE_TITLES.get(key, key), bar, count, status_text, rate, when, left]

@@ -28,8 +28,9 @@ class TestsView(StateView):
     __test__ = False  # not a pytest test class, whatever its name says
     WATCHES = ("test_index", "variant", "reg_index", "content_version", "tests_sort")
     BINDINGS = [
-        Binding("slash", "focus_filter", "filter", key_display="/"),
-        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("slash", "focus_filter", "filter", key_display="/",
+                tooltip="type to keep the reviews whose text contains it; enter returns to the table"),
+        Binding("escape", "clear_filter", "clear filter", show=False, tooltip="show every test review again"),
     ]
     COLUMNS = [
         Column("index", "#", 7, "right"),

@@ -49,15 +49,16 @@ class VirtualTable(ScrollView, can_focus=True):
     """Rows by id, drawn on demand; posts RowHighlighted, RowSelected and SortRequested."""
 
     BINDINGS = [
-        Binding("up,k", "move(-1)", "up", show=False),
-        Binding("down,j", "move(1)", "down", show=False),
-        Binding("pageup", "page(-1)", "page up", show=False),
-        Binding("pagedown", "page(1)", "page down", show=False),
-        Binding("home,g", "jump(0)", "first", show=False),
-        Binding("end,G", "jump(-1)", "last", show=False),
-        Binding("enter", "select", "open", show=False),
-        Binding("s", "next_sort", "sort column"),
-        Binding("o", "reverse_sort", "reverse order"),
+        Binding("up,k", "move(-1)", "up", show=False, tooltip="the row above"),
+        Binding("down,j", "move(1)", "down", show=False, tooltip="the row below"),
+        Binding("pageup", "page(-1)", "page up", show=False, tooltip="one screen up"),
+        Binding("pagedown", "page(1)", "page down", show=False, tooltip="one screen down"),
+        Binding("home,g", "jump(0)", "first", show=False, tooltip="the first row"),
+        Binding("end,G", "jump(-1)", "last", show=False, tooltip="the last row"),
+        Binding("enter", "select", "open", show=False,
+                tooltip="tests: select the review; ranking, corruption: the pair side by side (or double click)"),
+        Binding("s", "next_sort", "sort column", tooltip="sort by the next column (or click a column header)"),
+        Binding("o", "reverse_sort", "reverse order", tooltip="reverse the sort: most helpful ↔ most harmful first"),
     ]
     COMPONENT_CLASSES = {"virtual-table--header", "virtual-table--cursor", "virtual-table--empty"}
     DEFAULT_CSS = """
