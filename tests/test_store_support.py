@@ -51,7 +51,7 @@ def many_blocks_layout() -> StoreLayout:
 def wide_layers_layout() -> StoreLayout:
     """Many blocks and factors large enough (hundreds of KB) that a kill can land inside their writes."""
     layers = [
-        LayerInfo(f"ffn.{i}", in_features=300 + 10 * i, out_features=200, has_bias=i != 1, kind="linear")
+        LayerInfo(f"ffn.{i}", in_features=200 + 10 * i, out_features=100, has_bias=i != 1, kind="linear")
         for i in range(2)
     ]
     return small_layout(n_train=240, score_block=8, layers=layers, factor_variants=["clean", "corrupted"])
