@@ -12,6 +12,7 @@ gives the same numbers as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
@@ -19,19 +20,20 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
 
 from influence.config import DEMO, RunConfig
 from influence.data import PreparedData, SplitSelection, prepare_data
-from influence.ekfac import EkfacInfluence, Queries, ScoreBatch
+from influence.ekfac import EkfacInfluence, Queries, ScoreBatch, TrainCache
 from influence.errors import UserError
 from influence.factors import CovarianceSums, Eigenbasis, EigenvalueSums, LayerFactors, corrected_eigenvalues
 from influence.layers import LayerSelectionError
 from influence.modeling import LoadedModel, count_parameters, load_classifier, resolve_device, weights_fingerprint
 from influence.progress import Cancelled, ProgressCallback, ProgressEvent, check_cancel, report
+from store.checkpoint import load_checkpoint, remove_checkpoint, remove_checkpoints, save_checkpoint
 from store.errors import StoreWriteError
 from store.layout import VARIANT_CLEAN, ExampleTable, LayerInfo, StoreLayout
 from store.schema import STAGES, stage_key
@@ -40,6 +42,7 @@ from store.writer import StoreWriter
 STAGE_PREDICTIONS, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_CORRECTION, STAGE_QUERIES, STAGE_SCORES = STAGES
 LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
 QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
+CACHE_MEMORY_FRACTION = 0.25  # of the memory free on the device, for token matrices kept between passes
 # Store dataset name -> Eigenbasis attribute.
 EIGEN_FIELDS = {
     "activation_eigenvectors": "activation_vectors",
@@ -239,6 +242,10 @@ class StageRunner:
         self.cancel = cancel
         self.config = analysis.config
         self.layout = analysis.layout
+        self.path = writer.path
+        self.fingerprint = run_fingerprint(analysis.layout)
+        budget = _cache_budget(analysis.engine) // len(analysis.engines)
+        self.caches = {variant: TrainCache(budget) for variant in analysis.engines}
 
     # ---------------------------------------------------------------- plumbing
     def _report(self, key: str, done: int, total: int, unit: str, message: str = "") -> None:
@@ -327,27 +334,51 @@ class StageRunner:
             self.writer.write_factor(variant, index, "gradient_covariance", _numpy(sums[name].gradient))
             self.writer.write_factor_counts(variant, index, sums[name].tokens, sums[name].examples)
 
-    def _covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
-        key = stage_key(STAGE_COVARIANCE, variant)
-        record = self.writer.stage(key)
-        if record.status == "done":
-            return self._read_covariance(engine, variant)
-        batches = self.analysis.train_batches
-        start = self._done_count(key)
-        sums = self._read_covariance(engine, variant) if start else engine.new_covariance()
+    def _checkpointer(self, key: str, batches: int, arrays: Callable[[], dict[str, np.ndarray]]):
+        """An ``on_batch`` hook saving the running sums (atomically, beside the store) when due."""
         checkpoints = _Checkpoints(self.config.checkpoint_seconds)
 
-        def on_batch(index: int, current: dict[str, CovarianceSums]) -> None:
-            if checkpoints.due() and index + 1 < len(batches):
-                self._write_covariance(engine, variant, current)
+        def on_batch(index: int, _: object) -> None:
+            if index + 1 < batches and checkpoints.due():
+                save_checkpoint(self.path, key, self.fingerprint, index + 1, arrays())
                 self.writer.set_stage(key, "running", done=index + 1)
+
+        return on_batch
+
+    def _covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
+        key = stage_key(STAGE_COVARIANCE, variant)
+        if self._done(key):
+            return self._read_covariance(engine, variant)
+        batches = self.analysis.train_batches
+        names = engine.layer_names
+        checkpoint = load_checkpoint(self.path, key, self.fingerprint)
+        sums = engine.new_covariance()
+        if checkpoint is not None:
+            for name in names:
+                counts = checkpoint.arrays[f"{name}/counts"]
+                sums[name] = CovarianceSums(
+                    _tensor(checkpoint.arrays[f"{name}/activation"], engine),
+                    _tensor(checkpoint.arrays[f"{name}/gradient"], engine),
+                    int(counts[0]),
+                    int(counts[1]),
+                )
+
+        def arrays() -> dict[str, np.ndarray]:
+            saved = {}
+            for name in names:
+                saved[f"{name}/activation"] = _numpy(sums[name].activation)
+                saved[f"{name}/gradient"] = _numpy(sums[name].gradient)
+                saved[f"{name}/counts"] = np.array([sums[name].tokens, sums[name].examples], dtype=np.int64)
+            return saved
 
         with self._stage(key, len(batches), "batches"):
             engine.accumulate_covariance(
-                batches, sums, start_batch=start, label_key=LABEL_KEYS[variant], on_batch=on_batch,
+                batches, sums, start_batch=checkpoint.batches if checkpoint else 0, label_key=LABEL_KEYS[variant],
+                on_batch=self._checkpointer(key, len(batches), arrays), cache=self.caches[variant],
                 progress=self._forward(key), cancel=self.cancel,
             )
             self._write_covariance(engine, variant, sums)
+        remove_checkpoint(self.path, key)
         return sums
 
     def _eigendecomposition(
@@ -397,32 +428,27 @@ class StageRunner:
                 for index, name in enumerate(names):
                     self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
             return values
-        start = self._done_count(key)
-        examples_before = sum(len(b["labels"]) for b in batches[:start])
-        if start:
-            sums = {name: EigenvalueSums(_tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine),
-                                         examples_before) for i, name in enumerate(names)}
-        else:
-            sums = engine.new_eigenvalue_sums()
-        checkpoints = _Checkpoints(self.config.checkpoint_seconds)
+        checkpoint = load_checkpoint(self.path, key, self.fingerprint)
+        sums = engine.new_eigenvalue_sums()
+        if checkpoint is not None:
+            examples = int(checkpoint.arrays["examples"])
+            sums = {name: EigenvalueSums(_tensor(checkpoint.arrays[name], engine), examples) for name in names}
 
-        def write(values: dict[str, torch.Tensor]) -> None:
-            for index, name in enumerate(names):
-                self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
-
-        def on_batch(index: int, current: dict[str, EigenvalueSums]) -> None:
-            # Until the stage is done the dataset holds the running sums of squares.
-            if checkpoints.due() and index + 1 < len(batches):
-                write({name: current[name].squares for name in names})
-                self.writer.set_stage(key, "running", done=index + 1)
+        def arrays() -> dict[str, np.ndarray]:
+            saved = {name: _numpy(sums[name].squares) for name in names}
+            saved["examples"] = np.int64(sums[names[0]].examples)
+            return saved
 
         with self._stage(key, len(batches), "batches"):
             engine.accumulate_eigenvalues(
-                batches, eigen, sums, start_batch=start, label_key=LABEL_KEYS[variant], on_batch=on_batch,
-                progress=self._forward(key), cancel=self.cancel,
+                batches, eigen, sums, start_batch=checkpoint.batches if checkpoint else 0,
+                label_key=LABEL_KEYS[variant], on_batch=self._checkpointer(key, len(batches), arrays),
+                cache=self.caches[variant], progress=self._forward(key), cancel=self.cancel,
             )
             values = {name: corrected_eigenvalues("ekfac", covariance[name], eigen[name], sums[name]) for name in names}
-            write(values)
+            for index, name in enumerate(names):
+                self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
+        remove_checkpoint(self.path, key)
         return values
 
     def _forward(self, key: str) -> Optional[ProgressCallback]:
@@ -455,18 +481,24 @@ class StageRunner:
 
     # ------------------------------------------------------------------ scores
     def _score_stream(
-        self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries], batches: Sequence[dict]
+        self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries], start: int, stop: int
     ) -> Iterator[ScoreBatch]:
-        """Score batches with every variant along axis 0: one pass when the factors are shared."""
+        """Training batches [start, stop) scored for every variant (axis 0), in one pass when the
+        factors are shared; batch indices stay those of the whole training set, as the cache keys them."""
         regs = self.layout.regularizations
+        batches = self.analysis.train_batches[:stop]
         if len(engines) == 1:
             label_keys = [LABEL_KEYS[v] for v in self.layout.variants]
             yield from engines[VARIANT_CLEAN].iter_scores(
-                queries[VARIANT_CLEAN], batches, regs, label_keys=label_keys, cancel=self.cancel
+                queries[VARIANT_CLEAN], batches, regs, label_keys=label_keys, start_batch=start,
+                cache=self.caches[VARIANT_CLEAN], cancel=self.cancel,
             )
             return
         streams = [
-            engines[v].iter_scores(queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], cancel=self.cancel)
+            engines[v].iter_scores(
+                queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], start_batch=start, cache=self.caches[v],
+                cancel=self.cancel,
+            )
             for v in self.layout.variants
         ]
         for parts in zip(*streams):
@@ -486,8 +518,7 @@ class StageRunner:
             for block in range(layout.n_blocks):
                 if completed[block]:
                     continue
-                batches = self.analysis.train_batches[block * batches_per_block : (block + 1) * batches_per_block]
-                parts = list(self._score_stream(engines, queries, batches))
+                parts = list(self._score_stream(engines, queries, block * batches_per_block, (block + 1) * batches_per_block))
                 layers = torch.cat([p.layers for p in parts], dim=-1)  # (V, K, L, n_test, w)
                 self_influence = torch.cat([p.self_influence for p in parts], dim=-1)  # (V, K, w)
                 totals, per_layer, train_self = {}, {}, {}
@@ -509,6 +540,19 @@ class StageRunner:
             return
         queries = self.queries(engines)
         self.scores(engines, queries)
+
+
+def run_fingerprint(layout: StoreLayout) -> str:
+    """What a checkpoint must match to be continued: the weights, the data and the settings."""
+    settings = json.dumps(layout.config, sort_keys=True)
+    return hashlib.sha256(f"{layout.model_fingerprint}:{layout.data_fingerprint}:{settings}".encode()).hexdigest()
+
+
+def _cache_budget(engine: EkfacInfluence) -> int:
+    """Memory for token matrices kept between passes: a share of what is free, at most the engine's own cap."""
+    available = _available_memory(engine.device)
+    share = int(CACHE_MEMORY_FRACTION * available) if available is not None else 0
+    return min(share, engine.cache_bytes)
 
 
 def _check_query_memory(engine: EkfacInfluence, query_count: int) -> None:
@@ -544,6 +588,8 @@ def run_pipeline(
     analysis = prepare(config, progress, cancel)
     path = config.store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        remove_checkpoints(path)  # left by an earlier store of that name
     with StoreWriter.open_or_create(path, analysis.layout) as writer:
         StageRunner(analysis, writer, progress, cancel).run()
         writer.write_summary(
@@ -559,6 +605,7 @@ def run_pipeline(
                 "wall_seconds_last_run": round(time.time() - started, 3),
             },
         )
+    remove_checkpoints(path)
     return path
 
 
