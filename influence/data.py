@@ -7,6 +7,7 @@ seeded shuffle of the split, then the first N. Every failure is a one-line UserE
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -83,10 +84,24 @@ def open_dataset(spec: str, splits: Sequence[str], seed: int):
     return loaded
 
 
+EMPTY_SPLIT = re.compile(r'Instruction "([^"]+)" corresponds to no data')
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """datasets wraps parser errors ("An error occurred while generating the dataset"): the cause says more."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
 def _explain_dataset_failure(spec: str, local: bool, error: Exception) -> str:
     from influence.modeling import hub_offline
 
-    reason = " ".join(str(error).split())[:300] or type(error).__name__
+    empty = EMPTY_SPLIT.search(str(error))
+    if empty:
+        return f"split {empty.group(1)!r} of dataset {spec} is empty"
+    cause = _root_cause(error)
+    reason = " ".join(str(cause).split())[:300] or type(cause).__name__
     if not local and hub_offline():
         return (
             f"dataset {spec!r} is not a local path and not in the Hugging Face cache, and the hub is offline "
