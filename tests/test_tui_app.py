@@ -223,7 +223,7 @@ def test_layers_chart_shows_the_pair_and_the_whole_row_with_the_sum_check(store_
             view = app.screen.query_one(LayersView)
             top = int(np.argmax(reader.influence_row("clean", 0, 0)))
             summary = text_of(view.query_one("#layers-summary"))
-            assert f"train #{top}" in summary and "= total ✓" in summary
+            assert f"train #{top}" in summary and "= total" in summary and "✓" in summary
             pair_chart = text_of(view.query_one("#layers-pair-chart"))
             assert "influence per layer" in pair_chart and "┌" in pair_chart
             assert f"all {N_TRAIN} scored training reviews" in text_of(view.query_one("#layers-row-chart"))

@@ -187,7 +187,7 @@ def test_a_finished_store_of_the_config_opens_at_once_without_the_engine(tmp_pat
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert app.data is not None and app.data.scores_done and app.engine_state == "idle"
-            assert app.check_action("resume_engine", ()) is None and app.check_action("cancel_engine", ()) is None
+            assert app.check_action("resume_engine", ()) is False and app.check_action("cancel_engine", ()) is False
             await pilot.press("r")  # disabled: nothing to resume
             assert app.engine_state == "idle"
     run(test)

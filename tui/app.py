@@ -1,7 +1,7 @@
 """The explorer app: one store, the selection every view follows, and the engine behind it.
 
 The state a person steers — test review, training review of the pair, clean or
-corrupted labels, λ index, sort orders — lives here as reactive attributes, and each
+corrupted labels, λ index, sort orders — lives here as Textual vars, and each
 view follows what it shows. The engine runs in a thread worker (``tui.engine``);
 its progress arrives as throttled messages, and a timer refreshes the store while it
 runs, so the views fill in as data lands.
@@ -244,12 +244,12 @@ class InfluenceApp(App[None]):
                         timeout=30)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Hide the engine keys when there is no engine (a store opened read-only), grey them when idle."""
+        """The engine keys only when they can act: cancel while it runs, resume while there is work left."""
         if action == "cancel_engine":
-            return False if self.config is None else self.engine_state == RUNNING or None
+            return self.engine_state == RUNNING
         if action == "resume_engine":
             complete = self.data is not None and self.data.scores_done
-            return False if self.config is None else (not self.engine_running and not complete) or None
+            return self.config is not None and not self.engine_running and not complete
         return True
 
     def watch_engine_state(self) -> None:

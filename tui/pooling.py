@@ -15,7 +15,9 @@ from typing import Callable
 import numpy as np
 
 READ_ROWS = 32  # test rows per read: small, so a read holds the store's lock only briefly
-SCALE_PERCENTILE = 99.0  # the colour scale saturates here, so one planted pair does not wash out the rest
+SCALE_PERCENTILE = 99.0  # of |I| over all pairs: the colour saturates there, so a few extremes do not wash out the rest
+SCALE_SAMPLE = 4096  # pairs per read batch that the percentile is estimated from
+SCALE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class PooledMatrix:
     col_edges: np.ndarray
     maximum: Extreme | None  # the most positive pair of the whole matrix
     minimum: Extreme | None  # the most negative pair
-    scale: float  # |I| at which the colour saturates
+    scale: float  # |I| at which the colour saturates (a percentile over all pairs)
+    row_scale: np.ndarray  # (rows,): the largest |I| of each row of cells, for the per-row scale
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -92,10 +95,13 @@ def pool_matrix(
     """
     row_width, col_width = bin_width(n_test, rows), bin_width(n_train, cols)
     batch = row_width * max(1, math.ceil(READ_ROWS / row_width))  # whole row bins per read
-    parts = []
+    parts, samples = [], []
     maximum = minimum = None
+    rng = np.random.default_rng(SCALE_SEED)
     for first in range(0, n_test, batch):
         block = np.asarray(read_rows(slice(first, min(first + batch, n_test))), dtype=np.float32)
+        finite = np.abs(block[np.isfinite(block)])
+        samples.append(finite if finite.size <= SCALE_SAMPLE else rng.choice(finite, SCALE_SAMPLE, replace=False))
         bad = ~np.isfinite(block) & scored[None, :]
         train = np.broadcast_to(np.arange(n_train), block.shape)
         values, train_index, invalid = _pool_last_axis(block, train, bad, col_width)
@@ -107,12 +113,13 @@ def pool_matrix(
         maximum = _update_extreme(maximum, block, first, largest=True)
         minimum = _update_extreme(minimum, block, first, largest=False)
     values, test_index, train_index, invalid = (np.concatenate(arrays) for arrays in zip(*parts))
-    finite = np.abs(values[np.isfinite(values)])
-    scale = float(np.percentile(finite, SCALE_PERCENTILE)) if finite.size else 0.0
+    sample = np.concatenate(samples)
+    magnitude = np.where(np.isfinite(values), np.abs(values), 0.0)
     return PooledMatrix(
         values=values, test_index=test_index, train_index=train_index, invalid=invalid,
         row_edges=edges(n_test, row_width), col_edges=edges(n_train, col_width),
         maximum=maximum if maximum is not None and maximum.value > 0 else None,
         minimum=minimum if minimum is not None and minimum.value < 0 else None,
-        scale=scale,
+        scale=float(np.percentile(sample, SCALE_PERCENTILE)) if sample.size else 0.0,
+        row_scale=magnitude.max(axis=1),
     )

@@ -51,8 +51,11 @@ class HeatmapCanvas(Widget, can_focus=True):
         Binding("minus", "jump('min')", "most negative", key_display="-", tooltip="the cell of the most harmful pair"),
         Binding("enter", "open", "open pair",
                 tooltip="the pair behind the cell (its largest |I|) side by side (or double click)"),
+        Binding("z", "toggle_scale", "row scale",
+                tooltip="colour each test row on its own scale (↔ one scale for the whole matrix)"),
     ]
     cursor: reactive[tuple[int, int]] = reactive((0, 0))  # (row, col) of the grid
+    per_row: reactive[bool] = reactive(False)  # colour each row of cells relative to its own largest |I|
 
     class CursorMoved(Message):
         """The cell under the cursor changed: the view describes it."""
@@ -84,6 +87,13 @@ class HeatmapCanvas(Widget, can_focus=True):
     def watch_cursor(self) -> None:
         self.refresh()
         self.post_message(self.CursorMoved())
+
+    def watch_per_row(self) -> None:
+        self.refresh()
+        self.post_message(self.CursorMoved())
+
+    def action_toggle_scale(self) -> None:
+        self.per_row = not self.per_row
 
     def action_move(self, dx: int, dy: int) -> None:
         self.cursor = (self.cursor[0] + dy, self.cursor[1] + dx)
@@ -156,9 +166,10 @@ class HeatmapCanvas(Widget, can_focus=True):
         segments = [Segment(f"{first:>{LABEL_WIDTH - 1}} ", Style(dim=True))]
         marks = self._marks()
         no_color = self.app.no_color
+        scale = float(pooled.row_scale[row]) if self.per_row else pooled.scale
         for col in range(pooled.shape[1]):
             mark = INVALID_MARK if pooled.invalid[row, col] else marks.get((row, col), "")
-            cell = palette.cell(float(pooled.values[row, col]), pooled.scale, no_color=no_color, mark=mark)
+            cell = palette.cell(float(pooled.values[row, col]), scale, no_color=no_color, mark=mark)
             style = cell.style + CURSOR_STYLE if (row, col) == self.cursor and self.has_focus else cell.style
             text = "[]" if (row, col) == self.cursor and no_color else cell.text
             segments.append(Segment(text, style))
@@ -174,13 +185,15 @@ class HeatmapCanvas(Widget, can_focus=True):
         self.refresh()
 
 
-def legend(scale: float, no_color: bool) -> Text:
-    """The colour bar from −scale to +scale, with what the marks mean."""
-    text = Text(f"{fmt.score(-scale)} ")
+def legend(scale: float, per_row: bool, no_color: bool) -> Text:
+    """The colour bar from −scale to +scale (or relative to each row's largest |I|), with what the marks mean."""
+    low, high, basis = ("−max", "+max", "each row to its largest |I|, z: one scale") if per_row else (
+        fmt.score(-scale), fmt.score(scale), "99th pct of |I|, z: per row")
+    text = Text(f"{low} ")
     for signed in range(-palette.LEVELS, palette.LEVELS + 1):
-        cell = palette.cell(signed * scale / palette.LEVELS, scale, no_color=no_color)
+        cell = palette.cell(signed / palette.LEVELS, 1.0, no_color=no_color)
         text.append(cell.text, style=cell.style)
-    text.append(f" {fmt.score(scale)} (99th pct of |I|)  ")
+    text.append(f" {high} ({basis})  ")
     text.append(f"{MAX_MARK} max {MIN_MARK} min {palette.PENDING_GLYPH} pending {INVALID_MARK} NaN", style="dim")
     return text
 
@@ -255,7 +268,6 @@ class HeatmapView(StateView):
         self.query_one("#heatmap-title", Static).update(
             f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}",
             layout=False)
-        self.query_one("#heatmap-legend", Static).update(legend(pooled.scale, self.app.no_color), layout=False)
         self.canvas.show(pooled)
 
     @on(HeatmapCanvas.CursorMoved)
@@ -265,6 +277,8 @@ class HeatmapView(StateView):
         if pooled is None:
             line.update("", layout=False)
             return
+        self.query_one("#heatmap-legend", Static).update(
+            legend(pooled.scale, self.canvas.per_row, self.app.no_color), layout=False)
         row, col = self.canvas.cursor
         tests = f"test {pooled.row_edges[row]:,}–{pooled.row_edges[row + 1] - 1:,}"
         trains = f"train {pooled.col_edges[col]:,}–{pooled.col_edges[col + 1] - 1:,}"

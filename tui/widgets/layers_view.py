@@ -75,18 +75,19 @@ class LayersView(StateView):
         layer_sum = float(np.sum(layer_rows[:, train], dtype=np.float64))
         total = float(totals[train])
         text = Text(f"train #{train}: Σ layers {fmt.score(layer_sum)} ")
-        text.append(*(("= total ✓", "green") if sum_matches(layer_rows[:, train], total) else ("≠ total ✗", "bold red")))
-        text.append(f" {fmt.score(total)}")
+        matches = sum_matches(layer_rows[:, train], total)
+        text.append(f"= total {fmt.score(total)} ✓" if matches else f"≠ total {fmt.score(total)} ✗",
+                    style="green" if matches else "bold red")
         sums = np.sum(layer_rows, axis=0, dtype=np.float64)
         scored = np.isfinite(totals)
         gap = float(np.max(np.abs(sums[scored] - totals[scored])))
-        text.append(f"  ·  whole row: max |Σ − total| {gap:.2g}\n", style="dim")
+        text.append(f"   row: max |Σ − total| {gap:.2g}\n", style="dim")
         for label, index, colour in (("selected", train, charts.SELECTED_COLOUR),
                                      ("most helpful", helpful, charts.HELPFUL_COLOUR),
                                      ("most harmful", harmful, charts.HARMFUL_COLOUR)):
             text.append("━━ ", style=f"color({colour})")
-            text.append(f"{label} #{index}   ")
-        text.append("⡇ every training review", style=f"color({charts.ALL_COLOUR})")
+            text.append(f"{label} #{index}  ")
+        text.append("⡇ all", style=f"color({charts.ALL_COLOUR})")
         return text
 
     def table(self) -> ViewTable | None:

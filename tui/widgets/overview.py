@@ -18,7 +18,7 @@ from tui.engine import FAILED, LiveStage
 from tui.widgets.base import StateView
 
 BAR_WIDTH_RANGE = (6, 30)
-OTHER_STAGE_COLUMNS = 80  # what the stage table needs besides the bar
+OTHER_STAGE_COLUMNS = 88  # what the stage table needs besides the bar
 STAGE_NAME_WIDTH = 16
 STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", "cancelled": "magenta"}
 STAGE_TITLES = {"training": "train demo model"}
@@ -146,7 +146,9 @@ class OverviewView(StateView):
         for key, record, _ in rows:
             if record is not None and record.message:
                 notes.append(f"{STAGE_TITLES.get(key, key)}: {record.message}\n")
-        hint = Text("x cancels the running stage, r resumes", style="dim") if self.explorer.config else Text()
+        app = self.explorer
+        resumable = app.config is not None and (app.engine_running or data is None or not data.scores_done)
+        hint = Text("x cancels the running stage, r resumes", style="dim") if resumable else Text()
         return Group(table, notes, hint)
 
     def _stage_cells(self, key: str, record: StageRecord | None, live: LiveStage | None) -> list[RenderableType]:

@@ -131,8 +131,8 @@ class RankingView(StateView):
             return
         value, _ = score_cell(float(row.values[train]), bool(row.scored[train]))
         rank = int(self._ranks[train])
-        where = f"rank {fmt.count(rank)} of {fmt.count(row.n_scored)}" if rank else "not ranked yet"
-        pair.update(f"train #{train}: influence {value}, {where}  ·  enter: side by side  ·  s/o: sort", layout=False)
+        where = f"rank {fmt.count(rank)}/{fmt.count(row.n_scored)}" if rank else "not ranked yet"
+        pair.update(f"train #{train}: {value}, {where}  ·  enter: side by side", layout=False)
 
     # ------------------------------------------------------------ events
     @on(VirtualTable.RowHighlighted, "#ranking-table")

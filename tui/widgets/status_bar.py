@@ -33,8 +33,9 @@ class StatusBar(StateView):
                 f"test #{app.test_index} ({label})",
                 f"{app.variant} labels",
                 f"λ {fmt.lam(data.regularizations[app.reg_index])} ({app.reg_index + 1}/{len(data.regularizations)})",
-                f"scored {fmt.count(int(data.scored.sum()))}/{fmt.count(data.n_train)}",
             ]
+            if not data.scored.all():
+                parts.append(f"scored {fmt.count(int(data.scored.sum()))}/{fmt.count(data.n_train)}")
             for part in parts:
                 text.append(SEPARATOR + part)
         if app.engine_running:
