@@ -178,11 +178,12 @@ def test_no_color_cells_still_carry_sign_and_magnitude() -> None:
 def test_formats() -> None:
     assert fmt.score(1.23456) == "+1.235" and fmt.score(-5.6e-7) == "-5.6e-07" and fmt.score(math.nan) == fmt.INVALID
     assert fmt.lam(1e-5) == "1e-05" and fmt.lam(0.1) == "0.1"
-    assert fmt.duration(4.24) == "4.2 s" and fmt.duration(185) == "3 min 05 s" and fmt.duration(None) == fmt.MISSING
+    assert fmt.clock(7.4) == "0:07" and fmt.clock(126) == "2:06" and fmt.clock(3723) == "1:02:03"
+    assert fmt.clock(None) == fmt.MISSING
     assert fmt.rate(12.5, "batches") == "12.5 batches/s" and fmt.rate(0.25, "batches") == "4 s/batch"
     assert fmt.rate(0.0, "batches") == fmt.MISSING and fmt.rate(1234.0, "layers") == "1,234 layers/s"
     assert fmt.parameters(28_900_000) == "28.9M" and fmt.parameters(412) == "412"
-    assert fmt.snippet("a  b\n c", 10) == "a b c" and fmt.snippet("abcdefghij", 5) == "abcd…"
+    assert fmt.one_line("a  b\n c") == "a b c"
 
 
 def test_view_tables_follow_the_export_conventions(tmp_path) -> None:

@@ -154,11 +154,13 @@ async def settle(pilot, predicate, timeout: float = 10.0, step: float = 0.05) ->
 
 
 async def heavy_work_done(pilot) -> None:
-    """Wait for the views' thread workers (heatmap pooling, λ report, export), not the engine's."""
-    for worker in list(pilot.app.workers):
-        if worker.group != "engine":
-            await worker.wait()
+    """Wait for the views' thread workers (heatmap pooling, λ report, export), not the engine's,
+    including those that finishing ones start."""
     await pilot.pause()
+    while running := [w for w in pilot.app.workers if w.group != "engine" and not w.is_finished]:
+        for worker in running:
+            await worker.wait()
+        await pilot.pause()
 
 
 def rendered(renderable) -> str:

@@ -104,7 +104,9 @@ class InfluenceApp(App[None]):
         self.engine_runner: EngineRunner = engine_runner or default_runner
         self.live = LiveProgress()
         self.last_outcome: EngineOutcome | None = None
-        self.reports: dict[str, RegularizationReport] = {}
+        self.reports: dict[str, RegularizationReport] = {}  # by variant; possibly older than the newest scores
+        self._report_versions: dict[str, int] = {}  # the content_version each report was computed at
+        self._report_running = False
         self._cancel = threading.Event()
         self._throttle: ProgressThrottle | None = None
         self._poller: Timer | None = None
@@ -176,7 +178,6 @@ class InfluenceApp(App[None]):
             self._stop_polling()
             return
         if changes.content:
-            self.reports.clear()
             self.content_version += 1
         if changes.stages:
             self.stages_version += 1
@@ -343,22 +344,38 @@ class InfluenceApp(App[None]):
             self.screen.show_tab(tab)
 
     # ------------------------------------------------------------ analyses
-    def request_report(self, variant: str) -> None:
-        """Compute the λ-sweep report of ``variant`` in a thread (it reads every per-layer matrix)."""
-        if variant not in self.reports and self.data is not None:
-            self._compute_report(self.data, variant)
+    def report_is_current(self, variant: str) -> bool:
+        """Whether the λ-sweep report of ``variant`` saw every score the store holds now."""
+        return self._report_versions.get(variant) == self.content_version
 
-    @work(thread=True, exclusive=True, group="report")
-    def _compute_report(self, data: StoreData, variant: str) -> None:
+    def request_report(self, variant: str) -> None:
+        """Compute the λ-sweep report of ``variant`` in a thread (it reads every per-layer matrix).
+
+        One at a time: a thread cannot be interrupted, so while the engine adds scores the
+        report is redone when the previous one is finished, not on every new block.
+        """
+        if self.data is None or self._report_running or self.report_is_current(variant):
+            return
+        self._report_running = True
+        self._compute_report(self.data, variant, self.content_version)
+
+    @work(thread=True, group="report")
+    def _compute_report(self, data: StoreData, variant: str, version: int) -> None:
         try:
             report = regularization_report(data.reader, variant)
         except StoreError as error:
-            self.call_from_thread(self.notify, str(error), title="λ sweep", severity="error")
+            self.call_from_thread(self._report_failed, str(error))
             return
-        self.call_from_thread(self._report_ready, report)
+        self.call_from_thread(self._report_ready, report, version)
 
-    def _report_ready(self, report: RegularizationReport) -> None:
+    def _report_failed(self, message: str) -> None:
+        self._report_running = False
+        self.notify(message, title="λ sweep", severity="error")
+
+    def _report_ready(self, report: RegularizationReport, version: int) -> None:
+        self._report_running = False
         self.reports[report.variant] = report
+        self._report_versions[report.variant] = version
         self.reports_version += 1
 
     def action_export(self) -> None:

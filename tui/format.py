@@ -8,7 +8,6 @@ PENDING = "pending"  # a score the engine has not written yet
 INVALID = "NaN!"  # a score the engine wrote as NaN or ±inf: a numerical failure, never "pending"
 MISSING = "—"
 SCORE_DIGITS = 4
-SNIPPET_ELLIPSIS = "…"
 
 
 def score(value: float) -> str:
@@ -30,19 +29,6 @@ def lam(value: float) -> str:
 
 def count(value: int) -> str:
     return f"{value:,}"
-
-
-def duration(seconds: float | None) -> str:
-    """``4.2 s``, ``3 min 05 s``, ``1 h 02 min``; ``—`` when unknown."""
-    if seconds is None or math.isnan(seconds) or seconds < 0:
-        return MISSING
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(int(round(seconds)), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def clock(seconds: float | None) -> str:
@@ -81,11 +67,3 @@ def parameters(value: int) -> str:
 def one_line(text: str) -> str:
     """Collapse whitespace so that a review fits one table row."""
     return " ".join(text.split())
-
-
-def snippet(text: str, width: int) -> str:
-    """The start of ``text`` on one line, cut to ``width`` characters with an ellipsis."""
-    flat = one_line(text)
-    if width <= 0:
-        return ""
-    return flat if len(flat) <= width else flat[: width - 1] + SNIPPET_ELLIPSIS

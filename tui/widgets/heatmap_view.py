@@ -205,7 +205,10 @@ class HeatmapView(StateView):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._request: tuple | None = None
+        # (variant, λ index, content version, rows, cols): what the canvas should show, and what is being pooled.
+        # One pooling at a time: a thread cannot be interrupted, and new blocks may land every half second.
+        self._pool_wanted: tuple | None = None
+        self._pool_running: tuple | None = None
 
     def compose(self) -> ComposeResult:
         yield Static(id="heatmap-title")
@@ -225,7 +228,7 @@ class HeatmapView(StateView):
         title = self.query_one("#heatmap-title", Static)
         if data is None:
             title.update(self.no_store, layout=False)
-            self._request = None
+            self._pool_wanted = None
             self.canvas.show(None)
             self.query_one("#heatmap-legend", Static).update("", layout=False)
             return
@@ -233,11 +236,16 @@ class HeatmapView(StateView):
             return  # not laid out yet: on_resize comes back
         rows, cols = self.canvas.grid_size
         request = (app.variant, app.reg_index, app.content_version, rows, cols)
-        if request == self._request:
+        if request == self._pool_wanted:
             return
-        self._request = request
+        self._pool_wanted = request
         title.update(f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])}"
                      " · reading…", layout=False)
+        if self._pool_running is None:
+            self._start_pooling(data, request)
+
+    def _start_pooling(self, data: StoreData, request: tuple) -> None:
+        self._pool_running = request
         self._pool(data, request)
 
     @on(HeatmapCanvas.Resized)
@@ -245,22 +253,27 @@ class HeatmapView(StateView):
         if self.is_shown and self.data is not None:
             self.update_view()
 
-    @work(thread=True, exclusive=True, group="heatmap")
+    @work(thread=True, group="heatmap")
     def _pool(self, data: StoreData, request: tuple) -> None:
         variant, reg_index, _, rows, cols = request
         try:
             pooled = pool_matrix(lambda tests: data.reader.influence_matrix(variant, reg_index, tests=tests),
                                  data.n_test, data.n_train, data.scored, rows, cols)
         except StoreError as error:
+            self.app.call_from_thread(self._pooled_ready, request, None)
             self.app.call_from_thread(self.notify, str(error), title="Heatmap", severity="error")
             return
         self.app.call_from_thread(self._pooled_ready, request, pooled)
 
-    def _pooled_ready(self, request: tuple, pooled: PooledMatrix) -> None:
-        if request != self._request:
-            return  # the state moved on while this was computed
+    def _pooled_ready(self, request: tuple, pooled: PooledMatrix | None) -> None:
+        self._pool_running = None
         data, app = self.data, self.explorer
-        assert data is not None
+        if request != self._pool_wanted:  # the state moved on meanwhile: pool what is wanted now
+            if self._pool_wanted is not None and data is not None:
+                self._start_pooling(data, self._pool_wanted)
+            return
+        if pooled is None or data is None:
+            return
         test_block = int(pooled.row_edges[1] - pooled.row_edges[0])
         train_block = int(pooled.col_edges[1] - pooled.col_edges[0])
         block = "one pair per cell" if test_block == train_block == 1 else (

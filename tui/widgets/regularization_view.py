@@ -57,12 +57,12 @@ class RegularizationView(StateView):
             return
         report = app.reports.get(app.variant)
         steps.update(self._steps(data, report))
+        app.request_report(app.variant)
         if report is None:
-            app.request_report(app.variant)
             report_widget.update(Text("Computing the correlations between neighbouring λ "
                                       "(reads every layer's scores at every λ)…", style="italic"))
         else:
-            report_widget.update(self._report(report))
+            report_widget.update(self._report(report, stale=not app.report_is_current(app.variant)))
 
     def _steps(self, data: StoreData, report: RegularizationReport | None) -> Text:
         app = self.explorer
@@ -80,7 +80,7 @@ class RegularizationView(StateView):
                             f"longest run where every layer's Spearman ≥ {report.threshold:g}")
         return text
 
-    def _report(self, report: RegularizationReport) -> RenderableType:
+    def _report(self, report: RegularizationReport, stale: bool) -> RenderableType:
         no_color = self.app.no_color
         regs = report.regularizations
         if len(regs) < 2:
@@ -100,6 +100,8 @@ class RegularizationView(StateView):
                 table.add_row(name if measure == CORRELATIONS[0] else "", measure,
                               *(_correlation_cell(float(v), no_color) for v in values))
         legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
+        if stale:
+            legend.append("\nComputed before the latest scores landed; recomputing…", style="yellow")
         return Group(title, table, legend)
 
     def table(self) -> ViewTable | None:

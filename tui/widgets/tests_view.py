@@ -10,11 +10,11 @@ from textual.binding import Binding
 from textual.widgets import Input
 
 from tui import format as fmt
+from tui.cells import PENDING_STYLE, CellText, score_cell
 from tui.data import NO_PAIR
 from tui.export import ViewTable
 from tui.sorting import matching_rows, sort_rows
 from tui.widgets.base import StateView
-from tui.cells import PENDING_STYLE, CellText, score_cell
 from tui.widgets.virtual_table import Column, VirtualTable
 
 SELECTED_MARK = "▶"
