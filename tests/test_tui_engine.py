@@ -6,6 +6,8 @@ import asyncio
 import threading
 import time
 
+import numpy as np
+
 from influence.errors import UserError
 from store.writer import StoreWriter
 from tests.tui_fixtures import FakeEngine, deterministic_store, engine_config, settle, text_of
@@ -13,6 +15,7 @@ from tui.app import InfluenceApp
 from tui.engine import CANCELLED, FAILED, FINISHED
 from tui.messages import EngineProgress
 from tui.screens.error import DetailsScreen
+from tui.widgets.heatmap_view import HeatmapCanvas
 from tui.widgets.ranking_view import RankingView
 from tui.widgets.virtual_table import VirtualTable
 
@@ -202,4 +205,29 @@ def test_a_store_opened_read_only_has_no_engine_keys(tmp_path) -> None:
             assert app.check_action("cancel_engine", ()) is False and app.check_action("resume_engine", ()) is False
             await pilot.press("x", "r")  # no engine behind a store opened read-only
             assert app.engine_state == "idle" and not app.data.scores_done
+    run(test)
+
+
+def test_the_heatmap_fills_in_as_blocks_land_with_one_pooling_at_a_time(tmp_path) -> None:
+    gate = threading.Semaphore(0)
+    engine = FakeEngine(gate=gate)
+
+    async def test():
+        app = InfluenceApp(config=engine_config(tmp_path), engine_runner=engine)
+        async with app.run_test(size=SIZE) as pilot:
+            assert await settle(pilot, lambda: app.data is not None)
+            await pilot.press("4")
+            canvas = app.screen.query_one(HeatmapCanvas)
+            assert await settle(pilot, lambda: canvas.pooled is not None)
+            assert np.isnan(canvas.pooled.values).all()  # nothing scored yet: all pending, nothing invented
+            most_at_once = 0
+            for _ in range(6):
+                gate.release()
+                for _ in range(5):
+                    await pilot.pause(0.02)
+                    running = [w for w in app.workers if w.group == "heatmap" and not w.is_finished]
+                    most_at_once = max(most_at_once, len(running))
+            assert await settle(pilot, lambda: app.last_outcome is not None and app.last_outcome.status == FINISHED)
+            assert await settle(pilot, lambda: not np.isnan(canvas.pooled.values).any())
+            assert most_at_once <= 1
     run(test)
