@@ -458,16 +458,17 @@ class EkfacInfluence:
             layers = torch.zeros(*shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device)
             self_influence = torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device)
             coordinates = [entry.vectors.label_gradient(entry.batch[key]) for key in label_keys]
-            # Layer by layer, so that only one layer's per-example gradients are alive at a time.
+            # Layer by layer, so that only one layer's per-example gradients are alive at a time;
+            # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
             for l, name in enumerate(self.layer_names):
                 rotated = self._rotated(name, entry)
                 query = queries.rotated[name].flatten(1)
+                inverse = torch.stack([self.factors[name].inverse_weights(reg).flatten() for reg in regularizations])
                 for v, coords in enumerate(coordinates):
                     gradients = combine(rotated, coords).flatten(1)
-                    for k, reg in enumerate(regularizations):
-                        weighted = gradients * self.factors[name].inverse_weights(reg).flatten()
-                        layers[v, k, l] = query @ weighted.T
-                        self_influence[v, k] += (weighted * gradients).sum(dim=1)
+                    weighted = gradients.unsqueeze(0) * inverse.unsqueeze(1)
+                    layers[v, :, l] = query @ weighted.transpose(1, 2)
+                    self_influence[v] += (weighted * gradients).sum(dim=2)
             yield ScoreBatch(index, layers, self_influence)
 
     def _rotated(self, name: str, entry: CapturedBatch) -> list[torch.Tensor]:

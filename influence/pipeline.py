@@ -42,6 +42,7 @@ from store.writer import StoreWriter
 STAGE_PREDICTIONS, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_CORRECTION, STAGE_QUERIES, STAGE_SCORES = STAGES
 LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
 QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
+INFERENCE_BATCH = 64  # examples per forward pass when only predictions are needed
 CACHE_MEMORY_FRACTION = 0.25  # of the memory free on the device, for token matrices kept between passes
 # Store dataset name -> Eigenbasis attribute.
 EIGEN_FIELDS = {
@@ -281,7 +282,12 @@ class StageRunner:
         key = STAGE_PREDICTIONS
         if self._done(key):
             return
-        batches = {"train": self.analysis.train_batches, "test": self.analysis.test_batches}
+        # Larger batches than the analysis uses: without a backward pass, bigger is faster.
+        tokenizer, data, max_length = self.analysis.loaded.tokenizer, self.analysis.data, self.config.max_length
+        batches = {
+            "train": _tokenized_batches(tokenizer, data.train, None, INFERENCE_BATCH, max_length),
+            "test": _tokenized_batches(tokenizer, data.test, None, INFERENCE_BATCH, max_length),
+        }
         total = sum(len(b) for b in batches.values())
         model = self.analysis.loaded.model
         with self._stage(key, total, "batches"):
