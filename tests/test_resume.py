@@ -95,7 +95,7 @@ KILL_POINTS = [(stage, "middle") for stage in PARTIAL_STAGES] + [(stage, "end") 
 def test_sigkill_then_rerun_gives_the_same_numbers(setup, tmp_path, stage, where):
     root, settings, reference = setup
     config = RunConfig(**settings, store=str(tmp_path / "store.h5")).validate()
-    totals = {"predictions": TRAIN_BATCHES + 2, "covariance": TRAIN_BATCHES, "eigendecomposition": 4,
+    totals = {"predictions": 2, "covariance": TRAIN_BATCHES, "eigendecomposition": 4,
               "eigenvalue_correction": TRAIN_BATCHES, "queries": 2, "scores": TRAIN_BATCHES * 4}
     done = 1 if where == "middle" else totals[stage]
     # A fresh interpreter, not a fork: forking after torch's OpenMP pool has run can deadlock the child.
