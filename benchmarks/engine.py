@@ -70,8 +70,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", choices=("ekfac", "kfac"), default="ekfac")
     parser.add_argument("--fisher", choices=("exact", "sampled", "empirical"), default="exact")
-    parser.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES // 2**20,
-                        help="token matrices kept between passes (0: every pass runs forward and backward)")
+    parser.add_argument(
+        "--cache-mib",
+        type=int,
+        default=DEFAULT_CACHE_BYTES // 2**20,
+        help="token matrices kept between passes (0: every pass runs forward and backward)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     workload = WORKLOADS[args.workload]
@@ -105,17 +109,23 @@ def main() -> None:
     train_passes = 3 if args.mode == "ekfac" else 2
     floor = train_passes * floor_train + floor_test + floor_eigh
 
-    print(f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
-          f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
-          f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher")
-    print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}")
+    print(
+        f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
+        f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
+        f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher"
+    )
+    print(
+        f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, device {device}"
+    )
     print(f"{'stage':<24}{'seconds':>10}")
     for stage, seconds in stages.items():
         print(f"{stage:<24}{seconds:>10.2f}")
     print(f"{'engine total':<24}{total:>10.2f}")
-    print(f"{'floor':<24}{floor:>10.2f}   = {train_passes} x train pass {floor_train:.2f} + test pass "
-          f"{floor_test:.2f} + eigh {floor_eigh:.2f}")
+    print(
+        f"{'floor':<24}{floor:>10.2f}   = {train_passes} x train pass {floor_train:.2f} + test pass "
+        f"{floor_test:.2f} + eigh {floor_eigh:.2f}"
+    )
     print(f"{'ratio total / floor':<24}{total / floor:>10.2f}")
     print(f"train cache: {len(cache)}/{len(train)} batches, {cache.bytes / 2**20:,.0f} MiB")
     print(f"peak RSS: {floor_rss:,.0f} MB after the floor passes, {peak_rss_mb():,.0f} MB after the engine")

@@ -118,9 +118,7 @@ class LayerCapture:
         return LayerTokens(activations * weights, gradients, mask)
 
 
-def _token_mask(
-    shape: torch.Size, attention_mask: Optional[torch.Tensor], device: torch.device
-) -> torch.Tensor:
+def _token_mask(shape: torch.Size, attention_mask: Optional[torch.Tensor], device: torch.device) -> torch.Tensor:
     """Which rows of a layer input are real tokens, shaped (B, T).
 
     (B, d) inputs (a pooled head) are one row per example; (B, T, d) inputs over the

@@ -59,7 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         "STORE.h5 opens an existing analysis (no torch needed).",
     )
     parser.add_argument("store_file", nargs="?", metavar="STORE.h5", help="open an existing store in the UI")
-    parser.add_argument("--export", metavar="OUT/", help="headless: compute, then write the store and CSV/JSON tables to OUT/")
+    parser.add_argument(
+        "--export", metavar="OUT/", help="headless: compute, then write the store and CSV/JSON tables to OUT/"
+    )
     data = parser.add_argument_group("model and data")
     data.add_argument("--model", help="hub id or local folder; 'demo' = the built-in classifier")
     data.add_argument("--dataset", help="hub id, save_to_disk folder, CSV/JSON/JSONL/Parquet file or folder; 'demo'")
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--trust-remote-code", action="store_true", default=None)
     data.add_argument("--corrupt", metavar="all|FRACTION|none", help="flip all or a seeded fraction of training labels")
     engine = parser.add_argument_group("influence")
-    engine.add_argument("--layers", type=_name_list, metavar="NAMES", help="comma-separated module names or glob patterns")
+    engine.add_argument(
+        "--layers", type=_name_list, metavar="NAMES", help="comma-separated module names or glob patterns"
+    )
     engine.add_argument("--fisher", choices=FISHER_CHOICES)
     engine.add_argument("--mode", choices=MODE_CHOICES)
     engine.add_argument("--regularization", type=float, metavar="λ", help=f"default {DEFAULT_REGULARIZATION:g}")
@@ -86,16 +90,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--store", metavar="PATH", help="the HDF5 store (default OUT/influence.h5 with --export)")
     run.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     run.add_argument("--preset", choices=sorted(PRESETS), help="the pyDVL notebook's setup")
-    run.add_argument("--checkpoint-every", type=float, dest="checkpoint_seconds", metavar="SECONDS",
-                     help="save partial factor sums this often (default 30)")
+    run.add_argument(
+        "--checkpoint-every",
+        type=float,
+        dest="checkpoint_seconds",
+        metavar="SECONDS",
+        help="save partial factor sums this often (default 30)",
+    )
     run.add_argument("--top-k", type=int, default=10, metavar="K", help="pairs per test example in the exported tables")
     return parser
 
 
 CONFIG_OPTIONS = (
-    "model", "dataset", "text_column", "label_column", "train_split", "test_split", "num_train", "num_test",
-    "seed", "max_length", "batch_size", "trust_remote_code", "layers", "fisher", "mode", "regularization",
-    "sweep", "store", "device", "checkpoint_seconds", "export",
+    "model",
+    "dataset",
+    "text_column",
+    "label_column",
+    "train_split",
+    "test_split",
+    "num_train",
+    "num_test",
+    "seed",
+    "max_length",
+    "batch_size",
+    "trust_remote_code",
+    "layers",
+    "fisher",
+    "mode",
+    "regularization",
+    "sweep",
+    "store",
+    "device",
+    "checkpoint_seconds",
+    "export",
 )
 
 

@@ -46,7 +46,9 @@ class _PlainReporter:
         of = f"/{event.total}" if event.total is not None else ""
         percent = f" ({100 * event.done / event.total:.0f}%)" if event.total else ""
         rate = f", {event.done / elapsed:.2f} {event.unit}/s" if elapsed > 0 and event.done else ""
-        print(f"{event.stage}: {event.done}{of} {event.unit}{percent}{rate}, {elapsed:.1f}s", file=self.stream, flush=True)
+        print(
+            f"{event.stage}: {event.done}{of} {event.unit}{percent}{rate}, {elapsed:.1f}s", file=self.stream, flush=True
+        )
 
     def close(self) -> None:
         pass

@@ -117,7 +117,9 @@ def demo_dataset(seed: int):
     from influence.demo.corpus import LABEL_NAMES, generate_corpus
 
     corpus = generate_corpus(*DEMO_CORPUS_SIZE, seed=seed)
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABEL_NAMES))})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABEL_NAMES))}
+    )
 
     def split(reviews) -> datasets.Dataset:
         return datasets.Dataset.from_dict(
@@ -127,7 +129,9 @@ def demo_dataset(seed: int):
     return datasets.DatasetDict({"train": split(corpus.train), "test": split(corpus.test)})
 
 
-def _pick_column(columns: Sequence[str], requested: Optional[str], candidates: Sequence[str], what: str, spec: str) -> str:
+def _pick_column(
+    columns: Sequence[str], requested: Optional[str], candidates: Sequence[str], what: str, spec: str
+) -> str:
     if requested is not None:
         if requested not in columns:
             raise UserError(f"dataset {spec} has no {what} column {requested!r}; its columns are: {', '.join(columns)}")

@@ -92,7 +92,9 @@ def _bytes(tensors: Iterable[torch.Tensor]) -> int:
 
 
 def _token_bytes(entry: CapturedBatch) -> int:
-    return _bytes([t.activations for t in entry.tokens.values()] + [g for t in entry.tokens.values() for g in t.gradients])
+    return _bytes(
+        [t.activations for t in entry.tokens.values()] + [g for t in entry.tokens.values() for g in t.gradients]
+    )
 
 
 class TrainCache:
@@ -399,9 +401,7 @@ class EkfacInfluence:
     def _rotated_label_gradients(
         self, tokens: Mapping[str, LayerTokens], coordinates: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        return {
-            name: combine(self.factors[name].eigen.rotate(tokens[name]), coordinates) for name in self.layer_names
-        }
+        return {name: combine(self.factors[name].eigen.rotate(tokens[name]), coordinates) for name in self.layer_names}
 
     def query_gradients(
         self,
@@ -455,19 +455,21 @@ class EkfacInfluence:
         for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache):
             size = entry.vectors.probabilities.shape[0]
             shape = (len(label_keys), len(regularizations))
-            layers = torch.zeros(*shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device)
+            layers = torch.zeros(
+                *shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device
+            )
             self_influence = torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device)
             coordinates = [entry.vectors.label_gradient(entry.batch[key]) for key in label_keys]
             # Layer by layer, so that only one layer's per-example gradients are alive at a time;
             # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
-            for l, name in enumerate(self.layer_names):
+            for layer_index, name in enumerate(self.layer_names):
                 rotated = self._rotated(name, entry)
                 query = queries.rotated[name].flatten(1)
                 inverse = torch.stack([self.factors[name].inverse_weights(reg).flatten() for reg in regularizations])
                 for v, coords in enumerate(coordinates):
                     gradients = combine(rotated, coords).flatten(1)
                     weighted = gradients.unsqueeze(0) * inverse.unsqueeze(1)
-                    layers[v, :, l] = query @ weighted.transpose(1, 2)
+                    layers[v, :, layer_index] = query @ weighted.transpose(1, 2)
                     self_influence[v] += (weighted * gradients).sum(dim=2)
             yield ScoreBatch(index, layers, self_influence)
 
@@ -478,12 +480,12 @@ class EkfacInfluence:
         return kept[1] if kept is not None and kept[0] is eigen else eigen.rotate(entry.tokens[name])
 
     # ---------------------------------------------------- pyDVL-style helpers
-    def _score_matrix(
-        self, test: BatchData, train: BatchData, regularizations: Sequence[float]
-    ) -> torch.Tensor:
+    def _score_matrix(self, test: BatchData, train: BatchData, regularizations: Sequence[float]) -> torch.Tensor:
         """(regularizations, layers, n_test, n_train) for the clean labels."""
         queries = self.query_gradients(test)
-        blocks = [block.layers[0] for block in self.iter_scores(queries, train, regularizations, cache=self.train_cache)]
+        blocks = [
+            block.layers[0] for block in self.iter_scores(queries, train, regularizations, cache=self.train_cache)
+        ]
         return torch.cat(blocks, dim=-1)
 
     def influences_by_layer(

@@ -67,9 +67,7 @@ class TrackedLayer:
 def as_tracked(name: str, module: nn.Module) -> Optional[TrackedLayer]:
     """Describe ``module`` as a tracked layer, or return None when it is not a supported linear map."""
     if isinstance(module, nn.Linear):
-        return TrackedLayer(
-            name, module, module.in_features, module.out_features, module.bias is not None, "linear"
-        )
+        return TrackedLayer(name, module, module.in_features, module.out_features, module.bias is not None, "linear")
     if Conv1D is not None and isinstance(module, Conv1D):
         n_in, n_out = module.weight.shape
         return TrackedLayer(name, module, n_in, n_out, module.bias is not None, "conv1d")

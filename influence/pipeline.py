@@ -20,7 +20,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -172,7 +172,7 @@ def prepare(
         model_fingerprint=weights_fingerprint(loaded.model),
         data_fingerprint=_data_fingerprint(data, config, loaded.tokenizer),
         label_names=label_names,
-        layers=[LayerInfo(l.name, l.in_features, l.out_features, l.has_bias, l.kind) for l in engine.layers],
+        layers=[LayerInfo(t.name, t.in_features, t.out_features, t.has_bias, t.kind) for t in engine.layers],
         train=ExampleTable(data.train.texts, data.train.labels, data.train.dataset_index, data.corrupted_labels),
         test=ExampleTable(data.test.texts, data.test.labels, data.test.dataset_index, data.test.labels),
         variants=config.variants,
@@ -298,7 +298,7 @@ class StageRunner:
                     check_cancel(self.cancel)
                     inputs = {k: v.to(self.analysis.engine.device) for k, v in batch.items() if "labels" not in k}
                     with torch.no_grad():
-                        logits = getattr(model(**inputs), "logits")
+                        logits = model(**inputs).logits
                     probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
                     done += 1
                     self._report(key, done, total, "batches")
@@ -379,9 +379,14 @@ class StageRunner:
 
         with self._stage(key, len(batches), "batches"):
             engine.accumulate_covariance(
-                batches, sums, start_batch=checkpoint.batches if checkpoint else 0, label_key=LABEL_KEYS[variant],
-                on_batch=self._checkpointer(key, len(batches), arrays), cache=self.caches[variant],
-                progress=self._forward(key), cancel=self.cancel,
+                batches,
+                sums,
+                start_batch=checkpoint.batches if checkpoint else 0,
+                label_key=LABEL_KEYS[variant],
+                on_batch=self._checkpointer(key, len(batches), arrays),
+                cache=self.caches[variant],
+                progress=self._forward(key),
+                cancel=self.cancel,
             )
             self._write_covariance(engine, variant, sums)
         remove_checkpoint(self.path, key)
@@ -396,8 +401,10 @@ class StageRunner:
         eigen: dict[str, Eigenbasis] = {}
         for index, name in enumerate(engine.layer_names[:finished]):
             eigen[name] = Eigenbasis(
-                **{attr: _tensor(self.writer.read_factor(variant, index, field), engine)
-                   for field, attr in EIGEN_FIELDS.items()}
+                **{
+                    attr: _tensor(self.writer.read_factor(variant, index, field), engine)
+                    for field, attr in EIGEN_FIELDS.items()
+                }
             )
         if record.status == "done":
             return eigen
@@ -425,8 +432,10 @@ class StageRunner:
         record = self.writer.stage(key)
         names = engine.layer_names
         if record.status == "done":
-            return {name: _tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine)
-                    for i, name in enumerate(names)}
+            return {
+                name: _tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine)
+                for i, name in enumerate(names)
+            }
         batches = self.analysis.train_batches
         if engine.mode == "kfac":
             with self._stage(key, len(names), "layers"):
@@ -447,9 +456,15 @@ class StageRunner:
 
         with self._stage(key, len(batches), "batches"):
             engine.accumulate_eigenvalues(
-                batches, eigen, sums, start_batch=checkpoint.batches if checkpoint else 0,
-                label_key=LABEL_KEYS[variant], on_batch=self._checkpointer(key, len(batches), arrays),
-                cache=self.caches[variant], progress=self._forward(key), cancel=self.cancel,
+                batches,
+                eigen,
+                sums,
+                start_batch=checkpoint.batches if checkpoint else 0,
+                label_key=LABEL_KEYS[variant],
+                on_batch=self._checkpointer(key, len(batches), arrays),
+                cache=self.caches[variant],
+                progress=self._forward(key),
+                cancel=self.cancel,
             )
             values = {name: corrected_eigenvalues("ekfac", covariance[name], eigen[name], sums[name]) for name in names}
             for index, name in enumerate(names):
@@ -457,12 +472,17 @@ class StageRunner:
         remove_checkpoint(self.path, key)
         return values
 
-    def _forward(self, key: str) -> Optional[ProgressCallback]:
-        """Engine progress events renamed to this run's stage key (variant suffix included)."""
+    def _forward(self, key: str, offset: int = 0, total: Optional[int] = None) -> Optional[ProgressCallback]:
+        """Engine progress events renamed to this run's stage key (variant suffix included), and
+        shifted by ``offset`` units of ``total`` when one stage runs several engines in turn."""
         if self.progress is None:
             return None
         progress = self.progress
-        return lambda event: progress(ProgressEvent(key, event.done, event.total, event.unit, event.message))
+
+        def forward(event: ProgressEvent) -> None:
+            progress(ProgressEvent(key, event.done + offset, total or event.total, event.unit, event.message))
+
+        return forward
 
     # ----------------------------------------------------------------- queries
     def queries(self, engines: dict[str, EkfacInfluence]) -> dict[str, Queries]:
@@ -471,16 +491,14 @@ class StageRunner:
         batches = self.analysis.test_batches
         _check_query_memory(self.analysis.engine, len(self.layout.test) * len(engines))
         queries: dict[str, Queries] = {}
-        with self._stage(key, len(batches) * len(engines), "batches"):
+        total = len(batches) * len(engines)
+        with self._stage(key, total, "batches"):
             for offset, (variant, engine) in enumerate(engines.items()):
-                forward = self._forward(key)
-                shifted = None if forward is None else (
-                    lambda e, o=offset: forward(ProgressEvent(key, e.done + o * len(batches), len(batches) * len(engines), e.unit))
-                )
-                queries[variant] = engine.query_gradients(batches, progress=shifted, cancel=self.cancel)
+                progress = self._forward(key, offset=offset * len(batches), total=total)
+                queries[variant] = engine.query_gradients(batches, progress=progress, cancel=self.cancel)
             for variant in self.layout.variants:
-                factor_variant = self.layout.factor_variant_of(variant)
-                values = engines[factor_variant].query_self_influence(queries[factor_variant], self.layout.regularizations)
+                own = self.layout.factor_variant_of(variant)
+                values = engines[own].query_self_influence(queries[own], self.layout.regularizations)
                 for reg_index in range(len(self.layout.regularizations)):
                     self.writer.write_test_self(variant, reg_index, _numpy(values[reg_index]).astype(np.float32))
         return queries
@@ -496,13 +514,23 @@ class StageRunner:
         if len(engines) == 1:
             label_keys = [LABEL_KEYS[v] for v in self.layout.variants]
             yield from engines[VARIANT_CLEAN].iter_scores(
-                queries[VARIANT_CLEAN], batches, regs, label_keys=label_keys, start_batch=start,
-                cache=self.caches[VARIANT_CLEAN], cancel=self.cancel,
+                queries[VARIANT_CLEAN],
+                batches,
+                regs,
+                label_keys=label_keys,
+                start_batch=start,
+                cache=self.caches[VARIANT_CLEAN],
+                cancel=self.cancel,
             )
             return
         streams = [
             engines[v].iter_scores(
-                queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], start_batch=start, cache=self.caches[v],
+                queries[v],
+                batches,
+                regs,
+                label_keys=[LABEL_KEYS[v]],
+                start_batch=start,
+                cache=self.caches[v],
                 cancel=self.cancel,
             )
             for v in self.layout.variants
@@ -524,7 +552,8 @@ class StageRunner:
             for block in range(layout.n_blocks):
                 if completed[block]:
                     continue
-                parts = list(self._score_stream(engines, queries, block * batches_per_block, (block + 1) * batches_per_block))
+                first = block * batches_per_block
+                parts = list(self._score_stream(engines, queries, first, first + batches_per_block))
                 layers = torch.cat([p.layers for p in parts], dim=-1)  # (V, K, L, n_test, w)
                 self_influence = torch.cat([p.self_influence for p in parts], dim=-1)  # (V, K, w)
                 totals, per_layer, train_self = {}, {}, {}

@@ -64,7 +64,9 @@ def load_checkpoint(store: Path, stage: str, fingerprint: str) -> Optional[Check
             arrays = {name: data[name] for name in data.files if name not in (BATCHES_KEY, FINGERPRINT_KEY)}
             return Checkpoint(int(data[BATCHES_KEY]), arrays)
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
-        raise StoreDamaged(target, f"unreadable checkpoint ({os_reason(error)}): delete it to restart the stage") from None
+        raise StoreDamaged(
+            target, f"unreadable checkpoint ({os_reason(error)}): delete it to restart the stage"
+        ) from None
 
 
 def remove_checkpoint(store: Path, stage: str) -> None:

@@ -68,7 +68,9 @@ def write_parquet_folder(folder: Path, rows: dict[str, list[dict]]) -> Path:
 def save_to_disk(folder: Path, rows: dict[str, list[dict]]) -> Path:
     import datasets
 
-    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABEL_NAMES))})
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=list(LABEL_NAMES))}
+    )
     dataset = datasets.DatasetDict(
         {
             split: datasets.Dataset.from_dict(

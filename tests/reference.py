@@ -41,9 +41,11 @@ def example_gradients(
     outputs: dict[str, torch.Tensor] = {}
     handles = []
     for name in layer_names:
+
         def hook(module, args, output, name=name):
             inputs[name] = args[0]
             outputs[name] = output
+
         handles.append(modules[name].register_forward_hook(hook))
     model.eval()
     try:
@@ -145,10 +147,7 @@ def exact_fisher(factors: ReferenceFactors) -> torch.Tensor:
 
 def label_gradients(model, layer_names, examples) -> list[dict[str, torch.Tensor]]:
     """∇L per example per layer (out, in'), with each example's own label."""
-    return [
-        example_gradients(model, layer_names, ex, label_vectors).weight_gradients[0]
-        for ex in examples
-    ]
+    return [example_gradients(model, layer_names, ex, label_vectors).weight_gradients[0] for ex in examples]
 
 
 def influence_matrix(

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
 from influence.cli import main
-from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
 SMALL = ["--num-train", "8", "--num-test", "4", "--batch-size", "4", "--max-length", "32", "--sweep", "1e-3"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,26 +53,44 @@ def _case_arguments(case: str, finished: dict) -> tuple[list[str], str]:
         "unknown model path": (["--model", "./no/such/model", "--dataset", data], "does not exist"),
         "hub id while offline": (["--model", "someone/some-model", "--dataset", data], "offline"),
         "no text column": (
-            ["--model", model, "--dataset", str(_csv_pair(root / "notext", good.replace("text,", "body,", 1),
-                                                          good.replace("text,", "body,", 1)))],
+            [
+                "--model",
+                model,
+                "--dataset",
+                str(_csv_pair(root / "notext", good.replace("text,", "body,", 1), good.replace("text,", "body,", 1))),
+            ],
             "columns are: body, label",
         ),
         "no label column": (
-            ["--model", model, "--dataset", str(_csv_pair(root / "nolabel", good.replace(",label", ",stars", 1),
-                                                          good.replace(",label", ",stars", 1)))],
+            [
+                "--model",
+                model,
+                "--dataset",
+                str(
+                    _csv_pair(
+                        root / "nolabel", good.replace(",label", ",stars", 1), good.replace(",label", ",stars", 1)
+                    )
+                ),
+            ],
             "no label column",
         ),
         "labels outside the classes": (
             ["--model", model, "--dataset", str(_csv_pair(root / "labels", good.replace(",1\n", ",7\n"), good))],
             "outside the model's 2 classes",
         ),
-        "empty split": (["--model", model, "--dataset", str(_csv_pair(root / "empty", good, "text,label\n"))],
-                        "'test' of dataset"),
+        "empty split": (
+            ["--model", model, "--dataset", str(_csv_pair(root / "empty", good, "text,label\n"))],
+            "'test' of dataset",
+        ),
         "N larger than the split": (["--model", model, "--dataset", data, "--num-train", "100000"], "which has 40"),
-        "layer pattern matching nothing": (["--model", model, "--dataset", data, "--layers", "*nothing*"],
-                                           "matches no module"),
-        "non-linear layer": (["--model", model, "--dataset", data, "--layers", "distilbert.embeddings"],
-                             "not a linear layer"),
+        "layer pattern matching nothing": (
+            ["--model", model, "--dataset", data, "--layers", "*nothing*"],
+            "matches no module",
+        ),
+        "non-linear layer": (
+            ["--model", model, "--dataset", data, "--layers", "distilbert.embeddings"],
+            "not a linear layer",
+        ),
         "regularization zero": (["--model", model, "--dataset", data, "--regularization", "0"], "> 0"),
         "regularization NaN": (["--model", model, "--dataset", data, "--regularization", "nan"], "> 0"),
         "negative sweep value": (["--model", model, "--dataset", data, "--sweep", "1e-3,-1"], "> 0"),
@@ -88,10 +106,22 @@ def _case_arguments(case: str, finished: dict) -> tuple[list[str], str]:
 
 
 CASES = [
-    "unknown model path", "hub id while offline", "no text column", "no label column", "labels outside the classes",
-    "empty split", "N larger than the split", "layer pattern matching nothing", "non-linear layer",
-    "regularization zero", "regularization NaN", "negative sweep value", "unknown device", "absent GPU",
-    "corrupt CSV", "unknown option value",
+    "unknown model path",
+    "hub id while offline",
+    "no text column",
+    "no label column",
+    "labels outside the classes",
+    "empty split",
+    "N larger than the split",
+    "layer pattern matching nothing",
+    "non-linear layer",
+    "regularization zero",
+    "regularization NaN",
+    "negative sweep value",
+    "unknown device",
+    "absent GPU",
+    "corrupt CSV",
+    "unknown option value",
 ]
 
 
@@ -133,7 +163,10 @@ def test_the_real_process_prints_no_traceback(finished):
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, "-m", "influence.cli", "--export", str(finished["out"]), "--model", "./no/such/model"],
-        capture_output=True, text=True, env=environment, timeout=300,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
     )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

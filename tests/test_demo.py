@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from local_assets import IMDB
 
 from influence.cli import main
 from influence.config import DEMO_CORPUS_SIZE, RunConfig
 from influence.demo.corpus import LABEL_NAMES, generate_corpus
 from influence.demo.model import ensure_demo_model
 from influence.modeling import load_classifier
-from local_assets import IMDB
 from store.reader import StoreReader
 
 DEMO_ACCURACY = 0.85
@@ -21,16 +21,26 @@ def test_the_demo_model_learns_the_demo_corpus():
     config = RunConfig()
     corpus = generate_corpus(*DEMO_CORPUS_SIZE, seed=config.seed)
     folder = ensure_demo_model(
-        [r.text for r in corpus.train], np.array([r.label for r in corpus.train]), LABEL_NAMES,
-        max_length=config.max_length, seed=config.seed,
+        [r.text for r in corpus.train],
+        np.array([r.label for r in corpus.train]),
+        LABEL_NAMES,
+        max_length=config.max_length,
+        seed=config.seed,
     )
-    assert ensure_demo_model(  # cached: the same folder, no training
-        [r.text for r in corpus.train], np.array([r.label for r in corpus.train]), LABEL_NAMES,
-        max_length=config.max_length, seed=config.seed,
-    ) == folder
+    assert (
+        ensure_demo_model(  # cached: the same folder, no training
+            [r.text for r in corpus.train],
+            np.array([r.label for r in corpus.train]),
+            LABEL_NAMES,
+            max_length=config.max_length,
+            seed=config.seed,
+        )
+        == folder
+    )
     loaded = load_classifier(str(folder), trust_remote_code=False, device=torch.device("cpu"))
-    encoded = loaded.tokenizer([r.text for r in corpus.test], truncation=True, max_length=config.max_length,
-                               padding=True, return_tensors="pt")
+    encoded = loaded.tokenizer(
+        [r.text for r in corpus.test], truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
+    )
     with torch.no_grad():
         predictions = loaded.model(**encoded).logits.argmax(1).numpy()
     accuracy = float((predictions == np.array([r.label for r in corpus.test])).mean())
@@ -62,8 +72,24 @@ def test_the_demo_export_finds_the_planted_near_duplicates(tmp_path, capsys):
 def test_real_imdb_reviews_with_the_demo_model(tmp_path, capsys):
     """The notebook's observation: with every training label flipped, influences turn negative."""
     out = tmp_path / "out"
-    main(["--export", str(out), "--model", "demo", "--dataset", str(IMDB), "--num-train", "100",
-          "--num-test", "30", "--max-length", "128", "--sweep", "1e-3"])
+    main(
+        [
+            "--export",
+            str(out),
+            "--model",
+            "demo",
+            "--dataset",
+            str(IMDB),
+            "--num-train",
+            "100",
+            "--num-test",
+            "30",
+            "--max-length",
+            "128",
+            "--sweep",
+            "1e-3",
+        ]
+    )
     capsys.readouterr()
     with StoreReader(out / "influence.h5") as reader:
         assert all(record.status == "done" for record in reader.stages().values())

@@ -7,10 +7,6 @@ import threading
 
 import pytest
 import torch
-
-from influence import EkfacInfluence
-from influence.layers import LayerSelectionError
-from influence.progress import Cancelled, ProgressEvent
 from reference import (
     exact_fisher,
     influence_matrix,
@@ -22,6 +18,10 @@ from reference import (
     unpadded_examples,
 )
 from tiny_models import padded_batch, rebatch, repad, tiny_distilbert, tiny_llama
+
+from influence import EkfacInfluence
+from influence.layers import LayerSelectionError
+from influence.progress import Cancelled, ProgressEvent
 
 REGULARIZATION = 1e-3
 
@@ -91,7 +91,9 @@ def test_empirical_fisher_equals_its_brute_force():
     for name in engine.layer_names:
         factors = engine.factors[name]
         assert relative_error(factors.covariance.gradient / factors.covariance.tokens, reference[name].gradient) < 1e-6
-        expected = reference_eigenvalues(reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors)
+        expected = reference_eigenvalues(
+            reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors
+        )
         assert relative_error(factors.eigenvalues, expected) < 1e-6
 
 
@@ -214,7 +216,9 @@ def test_layer_selection_errors_name_the_culprit():
         EkfacInfluence(model, layers=["*LayerNorm"])
     engine = EkfacInfluence(model, layers=["*.ffn.lin1", "classifier"])
     assert engine.layer_names == [
-        "distilbert.transformer.layer.0.ffn.lin1", "distilbert.transformer.layer.1.ffn.lin1", "classifier"
+        "distilbert.transformer.layer.0.ffn.lin1",
+        "distilbert.transformer.layer.1.ffn.lin1",
+        "classifier",
     ]
 
 
@@ -238,4 +242,6 @@ def test_the_train_cache_changes_costs_not_results():
     assert torch.equal(cached.influences(test, train, REGULARIZATION), uncached.influences(test, train, REGULARIZATION))
     # Other batches at the same positions are captured afresh, not taken from the cache.
     others = [padded_batch(4, 6, seed=40 + s) for s in range(4)]
-    assert torch.equal(cached.influences(test, others, REGULARIZATION), uncached.influences(test, others, REGULARIZATION))
+    assert torch.equal(
+        cached.influences(test, others, REGULARIZATION), uncached.influences(test, others, REGULARIZATION)
+    )

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from influence import EkfacInfluence
 from reference import (
     exact_fisher,
     influence_matrix,
@@ -17,6 +15,8 @@ from reference import (
     unpadded_examples,
 )
 from tiny_models import padded_batch, tiny_distilbert, tiny_gpt2, tiny_llama
+
+from influence import EkfacInfluence
 
 TOLERANCE = 1e-6
 REGULARIZATION = 1e-3
@@ -50,11 +50,20 @@ def test_tracks_the_expected_layers(fitted):
     engine, model, *_ = fitted
     kind = model.config.model_type
     expected = {
-        "distilbert": ["distilbert.transformer.layer.0.ffn.lin1", "distilbert.transformer.layer.0.ffn.lin2",
-                       "distilbert.transformer.layer.1.ffn.lin1", "distilbert.transformer.layer.1.ffn.lin2",
-                       "pre_classifier", "classifier"],
-        "llama": ["model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj", "model.layers.0.mlp.down_proj",
-                  "score"],
+        "distilbert": [
+            "distilbert.transformer.layer.0.ffn.lin1",
+            "distilbert.transformer.layer.0.ffn.lin2",
+            "distilbert.transformer.layer.1.ffn.lin1",
+            "distilbert.transformer.layer.1.ffn.lin2",
+            "pre_classifier",
+            "classifier",
+        ],
+        "llama": [
+            "model.layers.0.mlp.gate_proj",
+            "model.layers.0.mlp.up_proj",
+            "model.layers.0.mlp.down_proj",
+            "score",
+        ],
         "gpt2": ["transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj", "score"],
     }[kind]
     assert engine.layer_names == expected
@@ -89,7 +98,9 @@ def test_corrected_eigenvalues_equal_brute_force(fitted):
     engine, _, _, _, _, reference = fitted
     for name in engine.layer_names:
         factors = engine.factors[name]
-        expected = reference_eigenvalues(reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors)
+        expected = reference_eigenvalues(
+            reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors
+        )
         assert relative_error(factors.eigenvalues, expected) < TOLERANCE, name
 
 

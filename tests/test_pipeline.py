@@ -9,11 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from influence.cli import main
-from influence.config import RunConfig
-from influence.ekfac import EkfacInfluence
-from influence.pipeline import prepare, run_pipeline
 from local_assets import (
     corpus_rows,
     save_tiny_model,
@@ -22,6 +17,11 @@ from local_assets import (
     write_jsonl,
     write_parquet_folder,
 )
+
+from influence.cli import main
+from influence.config import RunConfig
+from influence.ekfac import EkfacInfluence
+from influence.pipeline import prepare, run_pipeline
 from store.reader import StoreReader
 
 SMALL = ["--num-train", "24", "--num-test", "6", "--batch-size", "4", "--max-length", "48", "--sweep", "1e-4,1e-2"]
@@ -49,9 +49,13 @@ def export(args: list[str], capsys) -> list[str]:
 
 def test_export_writes_the_store_and_the_tables(assets, tmp_path, capsys):
     out = tmp_path / "out"
-    paths = export(["--export", str(out), "--model", str(assets["model"]), "--dataset", str(assets["csv"])] + SMALL, capsys)
-    assert paths == [str(out / name) for name in
-                     ("influence.h5", "summary.json", "top_influences.csv", "layers.csv", "regularization.csv")]
+    paths = export(
+        ["--export", str(out), "--model", str(assets["model"]), "--dataset", str(assets["csv"])] + SMALL, capsys
+    )
+    assert paths == [
+        str(out / name)
+        for name in ("influence.h5", "summary.json", "top_influences.csv", "layers.csv", "regularization.csv")
+    ]
     with StoreReader(out / "influence.h5") as reader:
         assert all(record.status == "done" for record in reader.stages().values())
         assert reader.variants == ["clean", "corrupted"] and reader.factor_variants == ["clean"]
@@ -75,8 +79,17 @@ def test_export_writes_the_store_and_the_tables(assets, tmp_path, capsys):
 
 
 def test_store_scores_equal_the_engine_called_directly(assets, tmp_path):
-    config = RunConfig(model=str(assets["model"]), dataset=str(assets["csv"]), num_train=16, num_test=4, batch_size=4,
-                       max_length=48, sweep=[1e-3], store=str(tmp_path / "s.h5"), corrupt=None).validate()
+    config = RunConfig(
+        model=str(assets["model"]),
+        dataset=str(assets["csv"]),
+        num_train=16,
+        num_test=4,
+        batch_size=4,
+        max_length=48,
+        sweep=[1e-3],
+        store=str(tmp_path / "s.h5"),
+        corrupt=None,
+    ).validate()
     run_pipeline(config)
     analysis = prepare(config)
     engine = EkfacInfluence(analysis.loaded.model).fit(analysis.train_batches)
@@ -102,16 +115,28 @@ def test_every_dataset_format_loads(assets, tmp_path, capsys, source):
     else:
         dataset = assets[source]
     out = tmp_path / "out"
-    export(["--export", str(out), "--model", str(assets["model"]), "--dataset", str(dataset), "--corrupt", "none"]
-           + SMALL + options, capsys)
+    export(
+        ["--export", str(out), "--model", str(assets["model"]), "--dataset", str(dataset), "--corrupt", "none"]
+        + SMALL
+        + options,
+        capsys,
+    )
     with StoreReader(out / "influence.h5") as reader:
         assert reader.stages()["scores"].status == "done"
         assert np.isfinite(reader.influence_matrix("clean", 0)).all()
 
 
 def test_fraction_corruption_is_seeded_and_exact_fisher_is_not_refitted(assets, tmp_path):
-    common = dict(model=str(assets["model"]), dataset=str(assets["csv"]), num_train=40, num_test=4, batch_size=8,
-                  max_length=48, sweep=[1e-3], corrupt="0.25")
+    common = dict(
+        model=str(assets["model"]),
+        dataset=str(assets["csv"]),
+        num_train=40,
+        num_test=4,
+        batch_size=8,
+        max_length=48,
+        sweep=[1e-3],
+        corrupt="0.25",
+    )
     first = prepare(RunConfig(**common).validate())
     again = prepare(RunConfig(**common).validate())
     flipped = first.data.corrupted_labels != first.data.train.labels
@@ -123,9 +148,18 @@ def test_fraction_corruption_is_seeded_and_exact_fisher_is_not_refitted(assets, 
 
 
 def test_empirical_fisher_refits_the_factors_for_the_corrupted_labels(assets, tmp_path):
-    config = RunConfig(model=str(assets["model"]), dataset=str(assets["csv"]), num_train=16, num_test=4, batch_size=4,
-                       max_length=48, sweep=[1e-3], fisher="empirical", corrupt="all",
-                       store=str(tmp_path / "e.h5")).validate()
+    config = RunConfig(
+        model=str(assets["model"]),
+        dataset=str(assets["csv"]),
+        num_train=16,
+        num_test=4,
+        batch_size=4,
+        max_length=48,
+        sweep=[1e-3],
+        fisher="empirical",
+        corrupt="all",
+        store=str(tmp_path / "e.h5"),
+    ).validate()
     run_pipeline(config)
     analysis = prepare(config)
     corrupted = [{**b, "labels": b["corrupted_labels"]} for b in analysis.train_batches]
@@ -167,13 +201,25 @@ def test_progress_goes_to_stderr_and_paths_to_stdout(assets, tmp_path, capsys):
 
 
 def test_model_is_recorded_with_its_predictions(assets, tmp_path):
-    config = RunConfig(model=str(assets["model"]), dataset=str(assets["csv"]), num_train=8, num_test=8, batch_size=4,
-                       max_length=48, sweep=[1e-3], store=str(tmp_path / "p.h5")).validate()
+    config = RunConfig(
+        model=str(assets["model"]),
+        dataset=str(assets["csv"]),
+        num_train=8,
+        num_test=8,
+        batch_size=4,
+        max_length=48,
+        sweep=[1e-3],
+        store=str(tmp_path / "p.h5"),
+    ).validate()
     run_pipeline(config)
     analysis = prepare(config)
     with torch.no_grad():
-        logits = torch.cat([analysis.loaded.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-                            for b in analysis.test_batches])
+        logits = torch.cat(
+            [
+                analysis.loaded.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
+                for b in analysis.test_batches
+            ]
+        )
     with StoreReader(config.store_path()) as reader:
         test = reader.examples("test")
         np.testing.assert_allclose(test.probabilities, torch.softmax(logits, 1).numpy(), rtol=1e-5, atol=1e-6)

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
 from influence.config import RunConfig
 from influence.pipeline import run_pipeline
-from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 from store.errors import StoreError
 from store.reader import StoreReader
 from store.schema import STAGES
@@ -52,8 +52,13 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     rows = corpus_rows(num_train=60, num_test=20)
     settings = dict(
-        model=str(save_tiny_model(root / "model", rows)), dataset=str(write_csv_folder(root / "csv", rows)),
-        num_train=TRAIN_BATCHES * 4, num_test=6, batch_size=4, max_length=40, sweep=[1e-3, 1e-1],
+        model=str(save_tiny_model(root / "model", rows)),
+        dataset=str(write_csv_folder(root / "csv", rows)),
+        num_train=TRAIN_BATCHES * 4,
+        num_test=6,
+        batch_size=4,
+        max_length=40,
+        sweep=[1e-3, 1e-1],
         checkpoint_seconds=0.0,
     )
     reference = RunConfig(**settings, store=str(root / "reference.h5")).validate()
@@ -95,13 +100,22 @@ KILL_POINTS = [(stage, "middle") for stage in PARTIAL_STAGES] + [(stage, "end") 
 def test_sigkill_then_rerun_gives_the_same_numbers(setup, tmp_path, stage, where):
     root, settings, reference = setup
     config = RunConfig(**settings, store=str(tmp_path / "store.h5")).validate()
-    totals = {"predictions": 2, "covariance": TRAIN_BATCHES, "eigendecomposition": 4,
-              "eigenvalue_correction": TRAIN_BATCHES, "queries": 2, "scores": TRAIN_BATCHES * 4}
+    totals = {
+        "predictions": 2,
+        "covariance": TRAIN_BATCHES,
+        "eigendecomposition": 4,
+        "eigenvalue_correction": TRAIN_BATCHES,
+        "queries": 2,
+        "scores": TRAIN_BATCHES * 4,
+    }
     done = 1 if where == "middle" else totals[stage]
     # A fresh interpreter, not a fork: forking after torch's OpenMP pool has run can deadlock the child.
     killed = subprocess.run(
         [sys.executable, "-c", KILL_AT_EVENT, json.dumps(config.to_dict()), stage, str(done)],
-        env=_environment(), capture_output=True, text=True, timeout=300,
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_pipeline(config)
@@ -118,13 +132,33 @@ def test_random_kills_of_the_command_line_and_a_reader_watching(setup, tmp_path)
     """The real command, killed at random moments while another process reads the store."""
     root, settings, reference = setup
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "influence.cli", "--export", str(out), "--model", settings["model"],
-            "--dataset", settings["dataset"], "--num-train", "24", "--num-test", "6", "--batch-size", "4",
-            "--max-length", "40", "--sweep", "1e-3,1e-1", "--checkpoint-every", "0"]
+    args = [
+        sys.executable,
+        "-m",
+        "influence.cli",
+        "--export",
+        str(out),
+        "--model",
+        settings["model"],
+        "--dataset",
+        settings["dataset"],
+        "--num-train",
+        "24",
+        "--num-test",
+        "6",
+        "--batch-size",
+        "4",
+        "--max-length",
+        "40",
+        "--sweep",
+        "1e-3,1e-1",
+        "--checkpoint-every",
+        "0",
+    ]
     generator = random.Random(7)
     store = out / "influence.h5"
     seen_progress = False
-    for attempt in range(3):
+    for _ in range(3):
         process = subprocess.Popen(args, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         kill_at = None  # a random moment once the store exists (imports take a while on a busy machine)
         while process.poll() is None and (kill_at is None or time.monotonic() < kill_at):

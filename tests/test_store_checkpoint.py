@@ -25,7 +25,9 @@ def test_replacing_leaves_either_the_old_or_the_new_checkpoint(tmp_path):
     store = tmp_path / "influence.h5"
     save_checkpoint(store, "covariance", "run", 1, {"x": np.zeros(3)})
     # A writer killed before its rename leaves only a temporary file: the old checkpoint stands.
-    checkpoint_path(store, "covariance").with_name(checkpoint_path(store, "covariance").name + ".tmp").write_bytes(b"half")
+    checkpoint_path(store, "covariance").with_name(checkpoint_path(store, "covariance").name + ".tmp").write_bytes(
+        b"half"
+    )
     assert load_checkpoint(store, "covariance", "run").batches == 1
     save_checkpoint(store, "covariance", "run", 2, {"x": np.ones(3)})
     assert load_checkpoint(store, "covariance", "run").batches == 2

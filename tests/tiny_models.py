@@ -19,8 +19,17 @@ PAD = 0
 def tiny_distilbert(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64):
     torch.manual_seed(seed)
     config = DistilBertConfig(
-        vocab_size=VOCAB, dim=8, n_layers=2, n_heads=2, hidden_dim=12, max_position_embeddings=64,
-        num_labels=num_labels, pad_token_id=PAD, dropout=0.1, attention_dropout=0.1, seq_classif_dropout=0.2,
+        vocab_size=VOCAB,
+        dim=8,
+        n_layers=2,
+        n_heads=2,
+        hidden_dim=12,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        pad_token_id=PAD,
+        dropout=0.1,
+        attention_dropout=0.1,
+        seq_classif_dropout=0.2,
     )
     return DistilBertForSequenceClassification(config).to(dtype)
 
@@ -29,8 +38,15 @@ def tiny_llama(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.fl
     """Bias-free Linear layers everywhere (MLP gate/up/down and the score head)."""
     torch.manual_seed(seed)
     config = LlamaConfig(
-        vocab_size=VOCAB, hidden_size=8, intermediate_size=12, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=2, max_position_embeddings=64, num_labels=num_labels, pad_token_id=PAD,
+        vocab_size=VOCAB,
+        hidden_size=8,
+        intermediate_size=12,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        pad_token_id=PAD,
     )
     return LlamaForSequenceClassification(config).to(dtype)
 
@@ -39,7 +55,13 @@ def tiny_gpt2(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.flo
     """GPT-2's MLP uses transformers' Conv1D (weight stored in × out)."""
     torch.manual_seed(seed)
     config = GPT2Config(
-        vocab_size=VOCAB, n_embd=8, n_layer=1, n_head=2, n_positions=64, num_labels=num_labels, pad_token_id=PAD,
+        vocab_size=VOCAB,
+        n_embd=8,
+        n_layer=1,
+        n_head=2,
+        n_positions=64,
+        num_labels=num_labels,
+        pad_token_id=PAD,
     )
     return GPT2ForSequenceClassification(config).to(dtype)
 
@@ -64,7 +86,11 @@ def repad(batch: dict, length: int) -> dict:
     def pad(tensor: torch.Tensor) -> torch.Tensor:
         return torch.cat([tensor, torch.zeros(tensor.shape[0], extra, dtype=tensor.dtype)], dim=1)
 
-    return {"input_ids": pad(batch["input_ids"]), "attention_mask": pad(batch["attention_mask"]), "labels": batch["labels"]}
+    return {
+        "input_ids": pad(batch["input_ids"]),
+        "attention_mask": pad(batch["attention_mask"]),
+        "labels": batch["labels"],
+    }
 
 
 def rebatch(batches: list[dict], size: int) -> list[dict]:

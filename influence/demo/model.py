@@ -46,8 +46,9 @@ class DemoSettings:
     warmup_fraction: float = 0.1
 
 
-def fingerprint(texts: Sequence[str], labels: np.ndarray, num_labels: int, max_length: int, seed: int,
-                settings: DemoSettings) -> str:
+def fingerprint(
+    texts: Sequence[str], labels: np.ndarray, num_labels: int, max_length: int, seed: int, settings: DemoSettings
+) -> str:
     digest = hashlib.sha256()
     digest.update(repr((asdict(settings), num_labels, max_length, seed)).encode())
     for text in texts:
@@ -102,8 +103,17 @@ def build_model(vocab_size: int, label_names: Sequence[str], max_length: int, se
     return DistilBertForSequenceClassification(config)
 
 
-def _train(model, tokenizer, texts: Sequence[str], labels: np.ndarray, max_length: int, seed: int,
-           settings: DemoSettings, progress: Optional[ProgressCallback], cancel: Optional[threading.Event]) -> None:
+def _train(
+    model,
+    tokenizer,
+    texts: Sequence[str],
+    labels: np.ndarray,
+    max_length: int,
+    seed: int,
+    settings: DemoSettings,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> None:
     generator = torch.Generator().manual_seed(seed)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     targets = torch.as_tensor(labels, dtype=torch.long)
