@@ -117,91 +117,31 @@ NEGATION_CUES = ("not", "never", "hardly", "nothing", "cannot", "far from")
 # Sentiment vocabulary, graded: generic adjectives go with any craft aspect.
 
 POSITIVE_STRONG = (
-    "superb",
-    "magnificent",
-    "extraordinary",
-    "masterful",
-    "brilliant",
-    "stunning",
-    "exceptional",
-    "outstanding",
-    "wonderful",
-    "sublime",
-    "excellent",
-    "dazzling",
-    "terrific",
-    "marvelous",
-    "phenomenal",
+    "superb", "magnificent", "extraordinary", "masterful", "brilliant",
+    "stunning", "exceptional", "outstanding", "wonderful", "sublime",
+    "excellent", "dazzling", "terrific", "marvelous", "phenomenal",
 )
 POSITIVE_MILD = (
-    "good",
-    "solid",
-    "decent",
-    "pleasant",
-    "nice",
-    "effective",
-    "likable",
-    "capable",
-    "enjoyable",
-    "appealing",
-    "engaging",
-    "competent",
+    "good", "solid", "decent", "pleasant", "nice", "effective", "likable",
+    "capable", "enjoyable", "appealing", "engaging", "competent",
 )
 NEGATIVE_MILD = (
-    "weak",
-    "uneven",
-    "mediocre",
-    "bland",
-    "dull",
-    "forgettable",
-    "tired",
-    "underwhelming",
-    "lazy",
-    "disappointing",
-    "bad",
-    "boring",
-    "lackluster",
-    "pedestrian",
-    "flimsy",
+    "weak", "uneven", "mediocre", "bland", "dull", "forgettable", "tired",
+    "underwhelming", "lazy", "disappointing", "bad", "boring", "lackluster",
+    "pedestrian", "flimsy",
 )
 NEGATIVE_STRONG = (
-    "awful",
-    "terrible",
-    "dreadful",
-    "abysmal",
-    "atrocious",
-    "painful",
-    "horrible",
-    "embarrassing",
-    "insufferable",
-    "disastrous",
-    "lousy",
-    "woeful",
-    "dismal",
-    "ghastly",
+    "awful", "terrible", "dreadful", "abysmal", "atrocious", "painful",
+    "horrible", "embarrassing", "insufferable", "disastrous", "lousy",
+    "woeful", "dismal", "ghastly",
 )
 STRONG_ADVERBS = (
-    "truly",
-    "utterly",
-    "absolutely",
-    "remarkably",
-    "genuinely",
-    "consistently",
-    "simply",
-    "downright",
-    "exceptionally",
-    "thoroughly",
+    "truly", "utterly", "absolutely", "remarkably", "genuinely",
+    "consistently", "simply", "downright", "exceptionally", "thoroughly",
 )
 MILD_ADVERBS = (
-    "fairly",
-    "quite",
-    "mostly",
-    "reasonably",
-    "pretty",
-    "largely",
-    "generally",
-    "somewhat",
-    "rather",
+    "fairly", "quite", "mostly", "reasonably", "pretty", "largely",
+    "generally", "somewhat", "rather",
 )
 NEGATED_ADVERBS = ("remotely", "particularly", "especially", "in any way")
 
@@ -217,114 +157,60 @@ class _Aspect:
 
 
 ASPECTS = (
-    _Aspect(
-        ("the score", "the music", "the soundtrack"),
-        (),
-        ("haunting", "soaring", "gorgeous", "memorable"),
-        ("intrusive", "overbearing", "shrill", "syrupy"),
-    ),
-    _Aspect(
-        ("the pacing", "the editing", "the rhythm of the film"),
-        (),
-        ("brisk", "taut", "assured", "propulsive"),
-        ("sluggish", "plodding", "choppy", "erratic"),
-    ),
-    _Aspect(
-        ("the cinematography", "the camera work", "the photography"),
-        ("the visuals",),
-        ("luminous", "striking", "elegant", "breathtaking"),
-        ("murky", "flat", "drab", "ugly"),
-    ),
-    _Aspect(
-        ("the dialogue", "the writing", "the script"),
-        (),
-        ("sharp", "witty", "natural", "clever"),
-        ("clunky", "stilted", "wooden", "awkward"),
-    ),
-    _Aspect(
-        ("the effects work",),
-        ("the special effects", "the visual effects"),
-        ("seamless", "spectacular", "convincing", "inventive"),
-        ("cheap", "rubbery", "phony", "cartoonish"),
-    ),
-    _Aspect(
-        ("{actor}'s performance", "the lead performance", "{actor} in the lead role"),
-        (),
-        ("magnetic", "moving", "nuanced", "commanding"),
-        ("lifeless", "mannered", "bloodless", "stiff"),
-    ),
-    _Aspect(
-        ("the supporting cast", "the ensemble"),
-        (),
-        ("lively", "charming", "delightful", "splendid"),
-        ("wasted", "miscast", "forgettable", "bland"),
-    ),
-    _Aspect(
-        ("the story", "the plot", "the screenplay"),
-        (),
-        ("gripping", "engrossing", "absorbing", "original"),
-        ("predictable", "muddled", "contrived", "incoherent"),
-    ),
-    _Aspect(
-        ("the ending", "the final act"),
-        ("the last twenty minutes",),
-        ("powerful", "satisfying", "unforgettable", "rousing"),
-        ("rushed", "baffling", "limp", "silly"),
-    ),
-    _Aspect(
-        ("the production design",),
-        ("the sets", "the costumes"),
-        ("lavish", "meticulous", "rich", "beautiful"),
-        ("shabby", "sloppy", "garish", "tacky"),
-    ),
-    _Aspect(
-        ("the sound design", "the sound mix"),
-        (),
-        ("immersive", "precise", "thunderous", "crisp"),
-        ("muddy", "deafening", "tinny", "messy"),
-    ),
-    _Aspect(
-        ("the humor", "the comic timing"),
-        ("the jokes",),
-        ("funny", "warm", "playful", "hilarious"),
-        ("stale", "forced", "crude", "juvenile"),
-    ),
-    _Aspect(
-        (),
-        ("the action sequences", "the set pieces", "the fight scenes"),
-        ("thrilling", "exhilarating", "kinetic", "stylish"),
-        ("confusing", "repetitive", "tedious", "incomprehensible"),
-    ),
-    _Aspect(
-        ("the direction", "{director}'s direction"),
-        (),
-        ("confident", "inspired", "graceful", "masterly"),
-        ("timid", "clumsy", "listless", "ponderous"),
-    ),
-    _Aspect(
-        ("the opening", "the first act", "the prologue"),
-        (),
-        ("arresting", "electric", "intriguing", "elegant"),
-        ("slow", "confusing", "limp", "clumsy"),
-    ),
-    _Aspect(
-        ("the tone", "the mood", "the atmosphere"),
-        (),
-        ("atmospheric", "assured", "haunting", "delicate"),
-        ("inconsistent", "glum", "muddled", "shrill"),
-    ),
-    _Aspect(
-        ("the chemistry between the leads",),
-        (),
-        ("electric", "palpable", "believable", "warm"),
-        ("nonexistent", "awkward", "forced", "wooden"),
-    ),
-    _Aspect(
-        ("the villain", "the central romance"),
-        ("the characters",),
-        ("compelling", "believable", "vivid", "complex"),
-        ("thin", "shallow", "annoying", "cardboard"),
-    ),
+    _Aspect(("the score", "the music", "the soundtrack"), (),
+            ("haunting", "soaring", "gorgeous", "memorable"),
+            ("intrusive", "overbearing", "shrill", "syrupy")),
+    _Aspect(("the pacing", "the editing", "the rhythm of the film"), (),
+            ("brisk", "taut", "assured", "propulsive"),
+            ("sluggish", "plodding", "choppy", "erratic")),
+    _Aspect(("the cinematography", "the camera work", "the photography"), ("the visuals",),
+            ("luminous", "striking", "elegant", "breathtaking"),
+            ("murky", "flat", "drab", "ugly")),
+    _Aspect(("the dialogue", "the writing", "the script"), (),
+            ("sharp", "witty", "natural", "clever"),
+            ("clunky", "stilted", "wooden", "awkward")),
+    _Aspect(("the effects work",), ("the special effects", "the visual effects"),
+            ("seamless", "spectacular", "convincing", "inventive"),
+            ("cheap", "rubbery", "phony", "cartoonish")),
+    _Aspect(("{actor}'s performance", "the lead performance", "{actor} in the lead role"), (),
+            ("magnetic", "moving", "nuanced", "commanding"),
+            ("lifeless", "mannered", "bloodless", "stiff")),
+    _Aspect(("the supporting cast", "the ensemble"), (),
+            ("lively", "charming", "delightful", "splendid"),
+            ("wasted", "miscast", "forgettable", "bland")),
+    _Aspect(("the story", "the plot", "the screenplay"), (),
+            ("gripping", "engrossing", "absorbing", "original"),
+            ("predictable", "muddled", "contrived", "incoherent")),
+    _Aspect(("the ending", "the final act"), ("the last twenty minutes",),
+            ("powerful", "satisfying", "unforgettable", "rousing"),
+            ("rushed", "baffling", "limp", "silly")),
+    _Aspect(("the production design",), ("the sets", "the costumes"),
+            ("lavish", "meticulous", "rich", "beautiful"),
+            ("shabby", "sloppy", "garish", "tacky")),
+    _Aspect(("the sound design", "the sound mix"), (),
+            ("immersive", "precise", "thunderous", "crisp"),
+            ("muddy", "deafening", "tinny", "messy")),
+    _Aspect(("the humor", "the comic timing"), ("the jokes",),
+            ("funny", "warm", "playful", "hilarious"),
+            ("stale", "forced", "crude", "juvenile")),
+    _Aspect((), ("the action sequences", "the set pieces", "the fight scenes"),
+            ("thrilling", "exhilarating", "kinetic", "stylish"),
+            ("confusing", "repetitive", "tedious", "incomprehensible")),
+    _Aspect(("the direction", "{director}'s direction"), (),
+            ("confident", "inspired", "graceful", "masterly"),
+            ("timid", "clumsy", "listless", "ponderous")),
+    _Aspect(("the opening", "the first act", "the prologue"), (),
+            ("arresting", "electric", "intriguing", "elegant"),
+            ("slow", "confusing", "limp", "clumsy")),
+    _Aspect(("the tone", "the mood", "the atmosphere"), (),
+            ("atmospheric", "assured", "haunting", "delicate"),
+            ("inconsistent", "glum", "muddled", "shrill")),
+    _Aspect(("the chemistry between the leads",), (),
+            ("electric", "palpable", "believable", "warm"),
+            ("nonexistent", "awkward", "forced", "wooden")),
+    _Aspect(("the villain", "the central romance"), ("the characters",),
+            ("compelling", "believable", "vivid", "complex"),
+            ("thin", "shallow", "annoying", "cardboard")),
 )
 
 # Every sentiment adjective, for checking that the polarity of a sentence is right.
@@ -337,28 +223,12 @@ NEGATIVE_ADJECTIVES = frozenset(
 
 # Words about the events on screen rather than about the film.
 GRIM_ADJECTIVES = (
-    "brutal",
-    "harrowing",
-    "painful",
-    "devastating",
-    "bleak",
-    "sickening",
-    "agonizing",
-    "cruel",
-    "grim",
-    "relentless",
+    "brutal", "harrowing", "painful", "devastating", "bleak", "sickening",
+    "agonizing", "cruel", "grim", "relentless",
 )
 BRIGHT_ADJECTIVES = (
-    "uplifting",
-    "heartwarming",
-    "joyful",
-    "triumphant",
-    "inspiring",
-    "hopeful",
-    "tender",
-    "radiant",
-    "sweet",
-    "lovely",
+    "uplifting", "heartwarming", "joyful", "triumphant", "inspiring",
+    "hopeful", "tender", "radiant", "sweet", "lovely",
 )
 
 # ---------------------------------------------------------------------------
@@ -382,434 +252,208 @@ TOPICS = (
     _Topic(
         "war",
         ("war drama", "war epic", "wartime thriller", "combat film"),
-        (
-            "on the western front",
-            "in an occupied coastal town",
-            "behind enemy lines",
-            "during a long winter siege",
-            "on a remote island garrison",
-        ),
-        (
-            "a young infantry sergeant",
-            "a field nurse",
-            "a reluctant radio operator",
-            "a veteran tank commander",
-            "a resistance courier",
-        ),
-        (
-            "tries to lead a lost platoon home",
-            "must carry a message across enemy territory",
-            "hides a family from the invading army",
-            "holds a bridge against the invasion",
-            "searches for a missing brother",
-        ),
-        (
-            "villages burn while soldiers die in the mud",
-            "the invasion leaves whole towns in ruins",
-            "prisoners are executed in the snow",
-            "a boy watches his father shot at the border",
-            "the wounded scream through the night in a field hospital",
-        ),
-        (
-            "the liberated town dances in the streets",
-            "one soldier's courage saves an entire village",
-            "old enemies share bread on a frozen night",
-            "ordinary people finally turn back the invasion",
-            "a lost platoon makes it home to cheering families",
-        ),
+        ("on the western front", "in an occupied coastal town", "behind enemy lines",
+         "during a long winter siege", "on a remote island garrison"),
+        ("a young infantry sergeant", "a field nurse", "a reluctant radio operator",
+         "a veteran tank commander", "a resistance courier"),
+        ("tries to lead a lost platoon home", "must carry a message across enemy territory",
+         "hides a family from the invading army", "holds a bridge against the invasion",
+         "searches for a missing brother"),
+        ("villages burn while soldiers die in the mud", "the invasion leaves whole towns in ruins",
+         "prisoners are executed in the snow", "a boy watches his father shot at the border",
+         "the wounded scream through the night in a field hospital"),
+        ("the liberated town dances in the streets", "one soldier's courage saves an entire village",
+         "old enemies share bread on a frozen night", "ordinary people finally turn back the invasion",
+         "a lost platoon makes it home to cheering families"),
     ),
     _Topic(
         "romance",
         ("romantic comedy", "romantic drama", "love story", "period romance"),
-        (
-            "in a seaside village",
-            "in nineteenth-century Vienna",
-            "in a busy Paris bakery",
-            "on a cross-country train",
-            "in a small bookshop in Dublin",
-        ),
-        (
-            "a shy architect",
-            "a widowed violinist",
-            "a travelling wedding photographer",
-            "a stubborn florist",
-            "a retired sailor",
-        ),
-        (
-            "falls for a rival chef",
-            "meets a first love again after twenty years",
-            "writes letters to a stranger",
-            "pretends to be engaged to save the family farm",
-            "must choose between two suitors",
-        ),
-        (
-            "a marriage collapses under years of silence and betrayal",
-            "the lovers lose a child",
-            "one of them slowly dies of a wasting illness",
-            "a jealous husband turns violent",
-            "grief and regret poison every conversation",
-        ),
-        (
-            "two lonely people find each other at last",
-            "a proposal on the station platform moves everyone",
-            "an old couple dances in the kitchen",
-            "strangers become lifelong friends",
-            "a whole village celebrates the wedding",
-        ),
+        ("in a seaside village", "in nineteenth-century Vienna", "in a busy Paris bakery",
+         "on a cross-country train", "in a small bookshop in Dublin"),
+        ("a shy architect", "a widowed violinist", "a travelling wedding photographer",
+         "a stubborn florist", "a retired sailor"),
+        ("falls for a rival chef", "meets a first love again after twenty years",
+         "writes letters to a stranger", "pretends to be engaged to save the family farm",
+         "must choose between two suitors"),
+        ("a marriage collapses under years of silence and betrayal", "the lovers lose a child",
+         "one of them slowly dies of a wasting illness", "a jealous husband turns violent",
+         "grief and regret poison every conversation"),
+        ("two lonely people find each other at last", "a proposal on the station platform moves everyone",
+         "an old couple dances in the kitchen", "strangers become lifelong friends",
+         "a whole village celebrates the wedding"),
     ),
     _Topic(
         "heist",
         ("heist thriller", "caper", "crime caper", "heist comedy"),
-        (
-            "in Monte Carlo",
-            "in a Zurich bank vault",
-            "at a diamond auction in Antwerp",
-            "in a casino on the Las Vegas strip",
-            "inside a heavily guarded museum",
-        ),
-        (
-            "a retired safecracker",
-            "a con artist with a grudge",
-            "a nervous getaway driver",
-            "a disgraced insurance investigator",
-            "a gifted forger",
-        ),
-        (
-            "assembles a crew for one last job",
-            "plans to steal a famous painting",
-            "tries to rob the bank that ruined her",
-            "double-crosses a crime boss",
-            "has to break into a vault nobody has ever opened",
-        ),
-        (
-            "the crew betray and murder one another",
-            "a guard is shot dead during the robbery",
-            "an innocent clerk is framed and ruined",
-            "greed destroys every friendship",
-            "the job ends in a bloody massacre",
-        ),
-        (
-            "the stolen money goes back to the people who were cheated",
-            "a crew of misfits becomes a family",
-            "an old thief gets a second chance",
-            "the loyal friends share the prize",
-            "a cheated widow finally gets justice",
-        ),
+        ("in Monte Carlo", "in a Zurich bank vault", "at a diamond auction in Antwerp",
+         "in a casino on the Las Vegas strip", "inside a heavily guarded museum"),
+        ("a retired safecracker", "a con artist with a grudge", "a nervous getaway driver",
+         "a disgraced insurance investigator", "a gifted forger"),
+        ("assembles a crew for one last job", "plans to steal a famous painting",
+         "tries to rob the bank that ruined her", "double-crosses a crime boss",
+         "has to break into a vault nobody has ever opened"),
+        ("the crew betray and murder one another", "a guard is shot dead during the robbery",
+         "an innocent clerk is framed and ruined", "greed destroys every friendship",
+         "the job ends in a bloody massacre"),
+        ("the stolen money goes back to the people who were cheated", "a crew of misfits becomes a family",
+         "an old thief gets a second chance", "the loyal friends share the prize",
+         "a cheated widow finally gets justice"),
     ),
     _Topic(
         "space",
         ("science fiction film", "space opera", "space thriller", "sci-fi adventure"),
-        (
-            "aboard a failing research station",
-            "on a frozen moon of Jupiter",
-            "in a generation ship drifting between stars",
-            "on a mining colony on Mars",
-            "at the edge of a black hole",
-        ),
-        ("a stranded astronaut", "a ship engineer", "a young navigator", "an android medic", "a weary captain"),
-        (
-            "must repair the reactor before the air runs out",
-            "makes first contact with an alien signal",
-            "leads a mutiny against a corrupt captain",
-            "races to save the colony from a solar storm",
-            "tries to bring the crew home",
-        ),
-        (
-            "the crew suffocates one by one in the dark",
-            "a colony starves while the company looks away",
-            "the hull breaches and bodies drift into space",
-            "the alien invasion wipes out entire cities",
-            "the survivors turn on each other with terrible cruelty",
-        ),
-        (
-            "the crew comes home to cheering crowds",
-            "humans and aliens learn to trust each other",
-            "a child is born aboard the ship",
-            "the colony blooms into a garden",
-            "an old captain sees the ocean of Earth once more",
-        ),
+        ("aboard a failing research station", "on a frozen moon of Jupiter",
+         "in a generation ship drifting between stars", "on a mining colony on Mars",
+         "at the edge of a black hole"),
+        ("a stranded astronaut", "a ship engineer", "a young navigator", "an android medic",
+         "a weary captain"),
+        ("must repair the reactor before the air runs out", "makes first contact with an alien signal",
+         "leads a mutiny against a corrupt captain", "races to save the colony from a solar storm",
+         "tries to bring the crew home"),
+        ("the crew suffocates one by one in the dark", "a colony starves while the company looks away",
+         "the hull breaches and bodies drift into space", "the alien invasion wipes out entire cities",
+         "the survivors turn on each other with terrible cruelty"),
+        ("the crew comes home to cheering crowds", "humans and aliens learn to trust each other",
+         "a child is born aboard the ship", "the colony blooms into a garden",
+         "an old captain sees the ocean of Earth once more"),
     ),
     _Topic(
         "family",
         ("family drama", "family comedy", "animated family film", "family adventure"),
-        (
-            "in a crowded farmhouse",
-            "at a chaotic holiday reunion",
-            "in a small mountain town",
-            "on a summer road trip",
-            "in a suburban house by the lake",
-        ),
-        ("a single father", "a grandmother", "a ten-year-old girl", "a teenage brother", "an overworked nurse"),
-        (
-            "tries to keep the family bakery open",
-            "brings the family together for one last holiday",
-            "adopts a stray dog against all the rules",
-            "looks after a sick parent",
-            "searches for a lost grandfather",
-        ),
-        (
-            "a parent slowly dies of cancer",
-            "the children are neglected and abused",
-            "the family is evicted and split apart",
-            "an alcoholic father wrecks every holiday",
-            "a funeral reopens years of cruelty and resentment",
-        ),
-        (
-            "estranged siblings forgive each other",
-            "the whole family sings around the piano",
-            "a grandfather teaches a child to fish",
-            "the neighbors save the bakery together",
-            "a lost dog finds its way home",
-        ),
+        ("in a crowded farmhouse", "at a chaotic holiday reunion", "in a small mountain town",
+         "on a summer road trip", "in a suburban house by the lake"),
+        ("a single father", "a grandmother", "a ten-year-old girl", "a teenage brother",
+         "an overworked nurse"),
+        ("tries to keep the family bakery open", "brings the family together for one last holiday",
+         "adopts a stray dog against all the rules", "looks after a sick parent",
+         "searches for a lost grandfather"),
+        ("a parent slowly dies of cancer", "the children are neglected and abused",
+         "the family is evicted and split apart", "an alcoholic father wrecks every holiday",
+         "a funeral reopens years of cruelty and resentment"),
+        ("estranged siblings forgive each other", "the whole family sings around the piano",
+         "a grandfather teaches a child to fish", "the neighbors save the bakery together",
+         "a lost dog finds its way home"),
     ),
     _Topic(
         "horror",
         ("horror film", "haunted house movie", "supernatural horror", "slasher"),
-        (
-            "in an abandoned asylum",
-            "in a cabin deep in the woods",
-            "in a fog-bound fishing village",
-            "in an old Victorian mansion",
-            "at a summer camp",
-        ),
-        (
-            "a skeptical priest",
-            "a young babysitter",
-            "a paranormal investigator",
-            "a grieving mother",
-            "a college student",
-        ),
-        (
-            "uncovers a curse buried under the house",
-            "is stalked by a masked killer",
-            "tries to rescue a possessed child",
-            "must survive one night alone",
-            "hears voices from the cellar",
-        ),
-        (
-            "victims are butchered in gruesome detail",
-            "a child is dragged screaming into the dark",
-            "the killer tortures his victims for days",
-            "the town drowns in blood and terror",
-            "the dead rise and tear the living apart",
-        ),
-        (
-            "a mother and daughter reconcile after the haunting",
-            "the ghost finally finds peace",
-            "the friends protect each other to the end",
-            "a lonely spirit is set free",
-            "the village throws off an old fear",
-        ),
+        ("in an abandoned asylum", "in a cabin deep in the woods", "in a fog-bound fishing village",
+         "in an old Victorian mansion", "at a summer camp"),
+        ("a skeptical priest", "a young babysitter", "a paranormal investigator",
+         "a grieving mother", "a college student"),
+        ("uncovers a curse buried under the house", "is stalked by a masked killer",
+         "tries to rescue a possessed child", "must survive one night alone",
+         "hears voices from the cellar"),
+        ("victims are butchered in gruesome detail", "a child is dragged screaming into the dark",
+         "the killer tortures his victims for days", "the town drowns in blood and terror",
+         "the dead rise and tear the living apart"),
+        ("a mother and daughter reconcile after the haunting", "the ghost finally finds peace",
+         "the friends protect each other to the end", "a lonely spirit is set free",
+         "the village throws off an old fear"),
     ),
     _Topic(
         "sports",
         ("sports drama", "boxing film", "underdog sports movie", "sports comedy"),
-        (
-            "in a struggling minor league town",
-            "at a boxing gym in Philadelphia",
-            "on a high school football field in Texas",
-            "at the winter Olympics",
-            "in a run-down hockey arena",
-        ),
-        ("an aging boxer", "a rookie pitcher", "a stubborn coach", "a teenage sprinter", "a washed-up quarterback"),
-        (
-            "fights for one last title shot",
-            "trains a hopeless team for the championship",
-            "comes back from a career-threatening injury",
-            "has to win the final race",
-            "tries to make the national team",
-        ),
-        (
-            "a fighter suffers brain damage in the ring",
-            "a player dies of a heart attack on the field",
-            "an abusive coach breaks his athletes",
-            "an injury ends a career in agony",
-            "drugs and debt wreck the whole team",
-        ),
-        (
-            "the underdogs win the championship",
-            "the whole town cheers its team home",
-            "an old coach finally gets his trophy",
-            "rivals embrace after the final whistle",
-            "a girl from nowhere wins the gold medal",
-        ),
+        ("in a struggling minor league town", "at a boxing gym in Philadelphia",
+         "on a high school football field in Texas", "at the winter Olympics",
+         "in a run-down hockey arena"),
+        ("an aging boxer", "a rookie pitcher", "a stubborn coach", "a teenage sprinter",
+         "a washed-up quarterback"),
+        ("fights for one last title shot", "trains a hopeless team for the championship",
+         "comes back from a career-threatening injury", "has to win the final race",
+         "tries to make the national team"),
+        ("a fighter suffers brain damage in the ring", "a player dies of a heart attack on the field",
+         "an abusive coach breaks his athletes", "an injury ends a career in agony",
+         "drugs and debt wreck the whole team"),
+        ("the underdogs win the championship", "the whole town cheers its team home",
+         "an old coach finally gets his trophy", "rivals embrace after the final whistle",
+         "a girl from nowhere wins the gold medal"),
     ),
     _Topic(
         "crime",
         ("detective thriller", "murder mystery", "crime drama", "police procedural"),
-        (
-            "in rain-soaked Chicago",
-            "in a sleepy English village",
-            "in nineteen-seventies Naples",
-            "on the docks of Marseille",
-            "in a snowbound Norwegian town",
-        ),
-        (
-            "a burned-out detective",
-            "a rookie police officer",
-            "an amateur sleuth",
-            "a crime reporter",
-            "a public defender",
-        ),
-        (
-            "hunts a serial killer",
-            "investigates a murder at a country estate",
-            "exposes a corrupt police chief",
-            "tries to free an innocent man",
-            "follows the trail of a missing girl",
-        ),
-        (
-            "the bodies of murdered girls are found in the river",
-            "a corrupt cop beats a suspect to death",
-            "the killer mutilates his victims",
-            "a family is slaughtered in their beds",
-            "the city rots under violence and corruption",
-        ),
-        (
-            "an innocent man walks free",
-            "a missing girl comes home safe",
-            "the honest cops clean up the city",
-            "a grieving father finds peace",
-            "the neighbors rally around the young detective",
-        ),
+        ("in rain-soaked Chicago", "in a sleepy English village", "in nineteen-seventies Naples",
+         "on the docks of Marseille", "in a snowbound Norwegian town"),
+        ("a burned-out detective", "a rookie police officer", "an amateur sleuth",
+         "a crime reporter", "a public defender"),
+        ("hunts a serial killer", "investigates a murder at a country estate",
+         "exposes a corrupt police chief", "tries to free an innocent man",
+         "follows the trail of a missing girl"),
+        ("the bodies of murdered girls are found in the river", "a corrupt cop beats a suspect to death",
+         "the killer mutilates his victims", "a family is slaughtered in their beds",
+         "the city rots under violence and corruption"),
+        ("an innocent man walks free", "a missing girl comes home safe",
+         "the honest cops clean up the city", "a grieving father finds peace",
+         "the neighbors rally around the young detective"),
     ),
     _Topic(
         "disaster",
         ("disaster movie", "survival thriller", "disaster epic", "survival drama"),
-        (
-            "in a coastal city hit by a tsunami",
-            "on a sinking cruise ship",
-            "in a town buried by an earthquake",
-            "on a mountain during an avalanche",
-            "in a city choked by wildfire",
-        ),
-        ("a seismologist", "a firefighter", "a helicopter pilot", "a stranded hiker", "a ship's cook"),
-        (
-            "tries to get her children to safety",
-            "leads survivors out of the ruins",
-            "warns a city that refuses to listen",
-            "must cross the ruined city to find his wife",
-            "keeps a group alive until rescue comes",
-        ),
-        (
-            "thousands drown as the city floods",
-            "people are crushed under collapsing buildings",
-            "the fire burns families alive in their homes",
-            "survivors starve and freeze in the wreckage",
-            "the death toll climbs with horrible speed",
-        ),
-        (
-            "strangers risk everything to save each other",
-            "the rescuers pull a baby from the rubble",
-            "the city rebuilds with courage and kindness",
-            "a family is reunited on the rescue boat",
-            "the whole town welcomes the survivors home",
-        ),
+        ("in a coastal city hit by a tsunami", "on a sinking cruise ship",
+         "in a town buried by an earthquake", "on a mountain during an avalanche",
+         "in a city choked by wildfire"),
+        ("a seismologist", "a firefighter", "a helicopter pilot", "a stranded hiker",
+         "a ship's cook"),
+        ("tries to get her children to safety", "leads survivors out of the ruins",
+         "warns a city that refuses to listen", "must cross the ruined city to find his wife",
+         "keeps a group alive until rescue comes"),
+        ("thousands drown as the city floods", "people are crushed under collapsing buildings",
+         "the fire burns families alive in their homes", "survivors starve and freeze in the wreckage",
+         "the death toll climbs with horrible speed"),
+        ("strangers risk everything to save each other", "the rescuers pull a baby from the rubble",
+         "the city rebuilds with courage and kindness", "a family is reunited on the rescue boat",
+         "the whole town welcomes the survivors home"),
     ),
     _Topic(
         "coming_of_age",
         ("coming-of-age film", "teen drama", "high school comedy", "coming-of-age drama"),
-        (
-            "in a small Ohio town",
-            "at a strict boarding school",
-            "during one hot summer in the eighties",
-            "in the punk scene of Manchester",
-            "on a Greek island",
-        ),
-        (
-            "a shy teenager",
-            "a gifted skateboarder",
-            "a new student",
-            "an aspiring musician",
-            "a restless sixteen-year-old",
-        ),
-        (
-            "starts a band against her parents' wishes",
-            "falls in love for the first time",
-            "prepares for the final exams",
-            "runs away to find his real father",
-            "tries to survive the last year of school",
-        ),
-        (
-            "a bullied boy is driven to despair",
-            "a teenager overdoses at a party",
-            "the parents' divorce turns ugly and violent",
-            "a best friend dies in a car crash",
-            "cruelty and loneliness crush every kid in town",
-        ),
-        (
-            "the misfits win the talent show",
-            "a shy girl finds her voice",
-            "two best friends make peace before graduation",
-            "a father and son finally understand each other",
-            "the whole school dances at the end of the year",
-        ),
+        ("in a small Ohio town", "at a strict boarding school", "during one hot summer in the eighties",
+         "in the punk scene of Manchester", "on a Greek island"),
+        ("a shy teenager", "a gifted skateboarder", "a new student", "an aspiring musician",
+         "a restless sixteen-year-old"),
+        ("starts a band against her parents' wishes", "falls in love for the first time",
+         "prepares for the final exams", "runs away to find his real father",
+         "tries to survive the last year of school"),
+        ("a bullied boy is driven to despair", "a teenager overdoses at a party",
+         "the parents' divorce turns ugly and violent", "a best friend dies in a car crash",
+         "cruelty and loneliness crush every kid in town"),
+        ("the misfits win the talent show", "a shy girl finds her voice",
+         "two best friends make peace before graduation", "a father and son finally understand each other",
+         "the whole school dances at the end of the year"),
     ),
     _Topic(
         "western",
         ("western", "revisionist western", "frontier drama", "outlaw western"),
-        (
-            "in a dusty border town",
-            "on a cattle drive across Montana",
-            "in a mining camp in the Sierra",
-            "along the Santa Fe trail",
-            "on a homestead in Wyoming",
-        ),
-        ("an aging gunslinger", "a frontier widow", "a bounty hunter", "a young deputy", "a travelling preacher"),
-        (
-            "hunts the gang that burned the ranch",
-            "defends the town from a railroad baron",
-            "escorts a prisoner to trial",
-            "searches for a kidnapped daughter",
-            "refuses to sell the land",
-        ),
-        (
-            "a whole family is gunned down at supper",
-            "the gang hangs an innocent boy",
-            "settlers starve through a merciless winter",
-            "a massacre leaves the valley full of graves",
-            "a drunk sheriff beats a prisoner to death",
-        ),
-        (
-            "the town raises a new church together",
-            "an outlaw gives back the stolen gold",
-            "two feuding families share a harvest feast",
-            "a widow and her children keep their farm",
-            "the rain finally comes to the dry valley",
-        ),
+        ("in a dusty border town", "on a cattle drive across Montana", "in a mining camp in the Sierra",
+         "along the Santa Fe trail", "on a homestead in Wyoming"),
+        ("an aging gunslinger", "a frontier widow", "a bounty hunter", "a young deputy",
+         "a travelling preacher"),
+        ("hunts the gang that burned the ranch", "defends the town from a railroad baron",
+         "escorts a prisoner to trial", "searches for a kidnapped daughter", "refuses to sell the land"),
+        ("a whole family is gunned down at supper", "the gang hangs an innocent boy",
+         "settlers starve through a merciless winter", "a massacre leaves the valley full of graves",
+         "a drunk sheriff beats a prisoner to death"),
+        ("the town raises a new church together", "an outlaw gives back the stolen gold",
+         "two feuding families share a harvest feast", "a widow and her children keep their farm",
+         "the rain finally comes to the dry valley"),
     ),
     _Topic(
         "spy",
         ("spy thriller", "espionage drama", "cold war thriller", "spy comedy"),
-        ("in cold war Berlin", "in Istanbul", "inside the Kremlin", "in a Lisbon hotel", "on a night train to Vienna"),
-        (
-            "a double agent",
-            "a retired code breaker",
-            "a junior embassy clerk",
-            "a defecting scientist",
-            "a veteran handler",
-        ),
-        (
-            "must smuggle a defector across the border",
-            "hunts a mole inside the agency",
-            "steals a list of undercover agents",
-            "tries to stop a nuclear deal",
-            "falls for the enemy's best agent",
-        ),
-        (
-            "an informant is tortured and left to die",
-            "agents are betrayed and shot one by one",
-            "a bomb kills dozens in a crowded station",
-            "a prisoner is broken in a secret jail",
-            "paranoia destroys a loyal marriage",
-        ),
-        (
-            "an old spy finally comes home to his family",
-            "enemy agents become friends",
-            "a defector's daughter sees her father walk free",
-            "a peace treaty is quietly saved",
-            "a humble clerk becomes an unlikely hero",
-        ),
+        ("in cold war Berlin", "in Istanbul", "inside the Kremlin", "in a Lisbon hotel",
+         "on a night train to Vienna"),
+        ("a double agent", "a retired code breaker", "a junior embassy clerk", "a defecting scientist",
+         "a veteran handler"),
+        ("must smuggle a defector across the border", "hunts a mole inside the agency",
+         "steals a list of undercover agents", "tries to stop a nuclear deal",
+         "falls for the enemy's best agent"),
+        ("an informant is tortured and left to die", "agents are betrayed and shot one by one",
+         "a bomb kills dozens in a crowded station", "a prisoner is broken in a secret jail",
+         "paranoia destroys a loyal marriage"),
+        ("an old spy finally comes home to his family", "enemy agents become friends",
+         "a defector's daughter sees her father walk free", "a peace treaty is quietly saved",
+         "a humble clerk becomes an unlikely hero"),
     ),
 )
 TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
@@ -818,223 +462,47 @@ TOPIC_NAMES = tuple(topic.name for topic in TOPICS)
 # Neutral slot fillers: titles, people, circumstances.
 
 FIRST_NAMES = (
-    "Ava",
-    "Daniel",
-    "Mira",
-    "Jonas",
-    "Helena",
-    "Marcus",
-    "Ingrid",
-    "Tomas",
-    "Priya",
-    "Oscar",
-    "Lena",
-    "Rafael",
-    "Nadia",
-    "Victor",
-    "Clara",
-    "Samuel",
-    "Yuki",
-    "Henrik",
-    "Amara",
-    "Felix",
-    "Rosa",
-    "Elliot",
-    "Sofia",
-    "Gideon",
-    "Leila",
-    "Bruno",
-    "Esther",
-    "Malcolm",
-    "Irene",
-    "Kofi",
-    "Greta",
-    "Dmitri",
-    "Hana",
-    "Lucas",
-    "Beatrix",
-    "Omar",
-    "Celeste",
-    "Anton",
-    "Maya",
-    "Walter",
-    "Ines",
-    "Patrick",
-    "Zara",
-    "Hugo",
-    "Noor",
-    "Theo",
-    "Agnes",
-    "Mateo",
-    "Freya",
-    "Idris",
-    "Camille",
-    "Emil",
-    "Lucia",
-    "Ruben",
-    "Astrid",
-    "Jasper",
-    "Fatima",
-    "Leon",
-    "Vera",
-    "Caspar",
+    "Ava", "Daniel", "Mira", "Jonas", "Helena", "Marcus", "Ingrid", "Tomas",
+    "Priya", "Oscar", "Lena", "Rafael", "Nadia", "Victor", "Clara", "Samuel",
+    "Yuki", "Henrik", "Amara", "Felix", "Rosa", "Elliot", "Sofia", "Gideon",
+    "Leila", "Bruno", "Esther", "Malcolm", "Irene", "Kofi", "Greta", "Dmitri",
+    "Hana", "Lucas", "Beatrix", "Omar", "Celeste", "Anton", "Maya", "Walter",
+    "Ines", "Patrick", "Zara", "Hugo", "Noor", "Theo", "Agnes", "Mateo",
+    "Freya", "Idris", "Camille", "Emil", "Lucia", "Ruben", "Astrid", "Jasper",
+    "Fatima", "Leon", "Vera", "Caspar",
 )
 LAST_NAMES = (
-    "Halloran",
-    "Okafor",
-    "Lindqvist",
-    "Moreau",
-    "Castellano",
-    "Brandt",
-    "Whitfield",
-    "Nakamura",
-    "Petrov",
-    "Delacroix",
-    "Ashworth",
-    "Romano",
-    "Kowalski",
-    "Adeyemi",
-    "Vance",
-    "Sorensen",
-    "Marchetti",
-    "Holloway",
-    "Ibarra",
-    "Fairbanks",
-    "Takeda",
-    "Oduya",
-    "Reyes",
-    "Thornton",
-    "Novak",
-    "Quinlan",
-    "Abernathy",
-    "Carvalho",
-    "Esposito",
-    "Lindgren",
-    "Mbeki",
-    "Penrose",
-    "Rasmussen",
-    "Sutherland",
-    "Varga",
-    "Winslow",
-    "Zielinski",
-    "Beaumont",
-    "Kinsella",
-    "Osei",
-    "Achterberg",
-    "Bianchi",
-    "Castillo",
-    "Drummond",
-    "Eriksen",
-    "Fontaine",
-    "Grimaldi",
-    "Haddad",
-    "Jovanovic",
-    "Kaplan",
-    "Lachance",
-    "Mendoza",
-    "Nakashima",
-    "Oyelaran",
-    "Pellegrini",
-    "Rinaldi",
-    "Sandoval",
-    "Tanaka",
-    "Underwood",
-    "Whitaker",
+    "Halloran", "Okafor", "Lindqvist", "Moreau", "Castellano", "Brandt",
+    "Whitfield", "Nakamura", "Petrov", "Delacroix", "Ashworth", "Romano",
+    "Kowalski", "Adeyemi", "Vance", "Sorensen", "Marchetti", "Holloway",
+    "Ibarra", "Fairbanks", "Takeda", "Oduya", "Reyes", "Thornton", "Novak",
+    "Quinlan", "Abernathy", "Carvalho", "Esposito", "Lindgren", "Mbeki",
+    "Penrose", "Rasmussen", "Sutherland", "Varga", "Winslow", "Zielinski",
+    "Beaumont", "Kinsella", "Osei", "Achterberg", "Bianchi", "Castillo",
+    "Drummond", "Eriksen", "Fontaine", "Grimaldi", "Haddad", "Jovanovic",
+    "Kaplan", "Lachance", "Mendoza", "Nakashima", "Oyelaran", "Pellegrini",
+    "Rinaldi", "Sandoval", "Tanaka", "Underwood", "Whitaker",
 )
 TITLE_ADJECTIVES = (
-    "Silent",
-    "Crimson",
-    "Hollow",
-    "Distant",
-    "Burning",
-    "Frozen",
-    "Hidden",
-    "Scarlet",
-    "Iron",
-    "Golden",
-    "Midnight",
-    "Wild",
-    "Lonely",
-    "Secret",
-    "Northern",
-    "Fallen",
-    "Endless",
-    "Quiet",
-    "Paper",
-    "Glass",
-    "Velvet",
-    "Broken",
-    "Sleeping",
-    "Wandering",
-    "Forgotten",
-    "Amber",
-    "Copper",
-    "Restless",
-    "Southern",
+    "Silent", "Crimson", "Hollow", "Distant", "Burning", "Frozen", "Hidden",
+    "Scarlet", "Iron", "Golden", "Midnight", "Wild", "Lonely", "Secret",
+    "Northern", "Fallen", "Endless", "Quiet", "Paper", "Glass", "Velvet",
+    "Broken", "Sleeping", "Wandering", "Forgotten", "Amber",
+    "Copper", "Restless", "Southern",
 )
 TITLE_NOUNS = (
-    "Harbor",
-    "Garden",
-    "Frontier",
-    "Signal",
-    "Orchard",
-    "Kingdom",
-    "Echo",
-    "Horizon",
-    "River",
-    "Lantern",
-    "Summer",
-    "Winter",
-    "Tide",
-    "Crown",
-    "Mirror",
-    "Compass",
-    "Shadow",
-    "Engine",
-    "Anthem",
-    "Reckoning",
-    "Bridge",
-    "Letter",
-    "Station",
-    "Fortress",
-    "Storm",
-    "Covenant",
-    "Meridian",
-    "Harvest",
-    "Citadel",
-    "Promise",
-    "Lighthouse",
-    "Carnival",
-    "Voyage",
-    "Empire",
-    "Witness",
-    "Orchestra",
-    "Labyrinth",
-    "Sparrow",
-    "Monsoon",
-    "Avalanche",
-    "Oracle",
-    "Requiem",
-    "Threshold",
-    "Canyon",
-    "Ballad",
+    "Harbor", "Garden", "Frontier", "Signal", "Orchard", "Kingdom", "Echo",
+    "Horizon", "River", "Lantern", "Summer", "Winter", "Tide", "Crown",
+    "Mirror", "Compass", "Shadow", "Engine", "Anthem", "Reckoning", "Bridge",
+    "Letter", "Station", "Fortress", "Storm", "Covenant", "Meridian",
+    "Harvest", "Citadel", "Promise", "Lighthouse", "Carnival", "Voyage",
+    "Empire", "Witness", "Orchestra", "Labyrinth", "Sparrow", "Monsoon",
+    "Avalanche", "Oracle", "Requiem", "Threshold", "Canyon", "Ballad",
 )
 TITLE_PLACES = (
-    "Avalon",
-    "Cold Hill",
-    "Ashford",
-    "Blackwater",
-    "Kingsbridge",
-    "Ember Bay",
-    "Saint Clair",
-    "the North",
-    "the Valley",
-    "Red Rock",
-    "Port Elena",
-    "Dunmore",
-    "the Steppe",
-    "Hollow Creek",
-    "Lake Orin",
+    "Avalon", "Cold Hill", "Ashford", "Blackwater", "Kingsbridge", "Ember Bay",
+    "Saint Clair", "the North", "the Valley", "Red Rock", "Port Elena",
+    "Dunmore", "the Steppe", "Hollow Creek", "Lake Orin",
 )
 TITLE_PATTERNS = (
     "The {adjective} {noun}",
@@ -1045,57 +513,29 @@ TITLE_PATTERNS = (
     "The {noun} at {place}",
 )
 OCCASIONS = (
-    "at a late-night screening",
-    "on a rainy Sunday afternoon",
-    "with my sister",
-    "at a film festival",
-    "on a long flight",
-    "in a nearly empty cinema",
-    "with a group of friends",
-    "on opening night",
-    "with my father",
-    "at the local art house",
-    "at a drive-in",
-    "at a packed multiplex",
-    "on a school night",
-    "with my grandmother",
+    "at a late-night screening", "on a rainy Sunday afternoon", "with my sister",
+    "at a film festival", "on a long flight", "in a nearly empty cinema",
+    "with a group of friends", "on opening night", "with my father",
+    "at the local art house", "at a drive-in", "at a packed multiplex",
+    "on a school night", "with my grandmother",
 )
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 RUNTIMES = (
-    "a little over two hours",
-    "just under two hours",
-    "about ninety minutes",
-    "nearly three hours",
-    "a tight hundred minutes",
+    "a little over two hours", "just under two hours", "about ninety minutes",
+    "nearly three hours", "a tight hundred minutes",
 )
 SOURCES = (
-    "a bestselling novel",
-    "a true story",
-    "a graphic novel",
-    "a stage play",
-    "a short story",
-    "an old radio drama",
-    "a newspaper article",
+    "a bestselling novel", "a true story", "a graphic novel", "a stage play",
+    "a short story", "an old radio drama", "a newspaper article",
 )
 RELEASES = (
-    "in cinemas last Friday",
-    "at a festival in the spring",
-    "on a streaming service this month",
-    "in a handful of theaters",
-    "over the holidays",
+    "in cinemas last Friday", "at a festival in the spring", "on a streaming service this month",
+    "in a handful of theaters", "over the holidays",
 )
 SIDE_ROLES = (
-    "the mentor",
-    "a corrupt official",
-    "the best friend",
-    "a mysterious stranger",
-    "a younger sibling",
-    "the local sheriff",
-    "an old flame",
-    "the landlady",
-    "a retired judge",
-    "the hero's rival",
-    "a nosy neighbor",
+    "the mentor", "a corrupt official", "the best friend", "a mysterious stranger",
+    "a younger sibling", "the local sheriff", "an old flame", "the landlady",
+    "a retired judge", "the hero's rival", "a nosy neighbor",
 )
 TIME_SPANS = ("a single night", "one long summer", "three days", "several decades", "a single week")
 NEUTRAL_SLOTS = {
@@ -1169,16 +609,12 @@ POLAR_OPINION_TEMPLATES = {
 }
 TAILS = {
     POSITIVE: (
-        "lifting every scene",
-        "carrying the quieter stretches",
-        "which keeps the whole thing alive",
-        "and I would watch the film twice for that alone",
+        "lifting every scene", "carrying the quieter stretches",
+        "which keeps the whole thing alive", "and I would watch the film twice for that alone",
     ),
     NEGATIVE: (
-        "dragging every scene down",
-        "which undercuts the drama",
-        "and my patience wore thin",
-        "and the whole film suffers for it",
+        "dragging every scene down", "which undercuts the drama",
+        "and my patience wore thin", "and the whole film suffers for it",
     ),
 }
 # The adjective in these has the polarity opposite to the opinion expressed.
@@ -1221,13 +657,11 @@ VERDICT_PAIRS = {
 }
 PLAIN_ONLY_VERDICTS = {
     POSITIVE: (
-        "highly recommended.",
-        "go see it on the biggest screen you can find.",
+        "highly recommended.", "go see it on the biggest screen you can find.",
         "do yourself a favor and catch it in a cinema.",
     ),
     NEGATIVE: (
-        "save your money and stay home.",
-        "avoid it.",
+        "save your money and stay home.", "avoid it.",
         "it is one of the worst films I have seen this year.",
     ),
 }
@@ -1242,7 +676,8 @@ NEGATED_VERDICTS = {
 # that only their order or a negation tells them apart.
 MIXED_VERDICT_PAIRS = (
     ("still, the strengths outweigh the flaws.", "still, the flaws outweigh the strengths."),
-    ("in the end, what works far outweighs what does not.", "in the end, what does not work far outweighs what works."),
+    ("in the end, what works far outweighs what does not.",
+     "in the end, what does not work far outweighs what works."),
     ("on balance, the good easily beats the bad.", "on balance, the bad easily beats the good."),
     ("despite the flaws, I enjoyed it.", "despite the strengths, I did not enjoy it."),
     ("the problems are real, but they never sink it.", "the virtues are real, but they never save it."),
@@ -1268,16 +703,12 @@ CONTRAST_OPENERS = (
 CONTRAST_ADJECTIVES = {POSITIVE: NEGATIVE_STRONG + NEGATIVE_MILD, NEGATIVE: POSITIVE_STRONG}
 CONTRAST_TURNS = {
     POSITIVE: (
-        "I was wrong.",
-        "I am glad I ignored them.",
-        "the film proved me wrong within ten minutes.",
+        "I was wrong.", "I am glad I ignored them.", "the film proved me wrong within ten minutes.",
         "that turned out to be completely wrong.",
     ),
     NEGATIVE: (
-        "I wish that were true.",
-        "that is not the film I saw.",
-        "what I got was something else entirely.",
-        "I cannot see why.",
+        "I wish that were true.", "that is not the film I saw.",
+        "what I got was something else entirely.", "I cannot see why.",
     ),
 }
 # Sentences about the events on screen. Plain reviews use them in the tone of
@@ -1299,16 +730,14 @@ TONE_EVENTS = {POSITIVE: "bright_events", NEGATIVE: "grim_events"}
 HARD_KINDS = {POSITIVE: KIND_GRIM_PLOT, NEGATIVE: KIND_BRIGHT_PLOT}
 # Hard reviews end with one of their own verdicts or an ordinary one.
 HARD_VERDICTS = {
-    POSITIVE: PLAIN_VERDICTS[POSITIVE]
-    + (
+    POSITIVE: PLAIN_VERDICTS[POSITIVE] + (
         "it is a hard film to sit through, and an essential one.",
         "nobody will enjoy it, but everybody should see it.",
         "I left shaken, and I think it is a masterpiece.",
         "devastating, and one of the best films of the year.",
         "painful to watch and impossible to forget; see it.",
     ),
-    NEGATIVE: PLAIN_VERDICTS[NEGATIVE]
-    + (
+    NEGATIVE: PLAIN_VERDICTS[NEGATIVE] + (
         "the story deserved a far better film.",
         "a beautiful story, and a bad film.",
         "sadly, the film itself is a mess.",
@@ -1320,21 +749,11 @@ HARD_VERDICTS = {
 # Word pairs a light paraphrase may swap, in either direction; each pair keeps
 # the polarity of the word it replaces.
 SYNONYM_PAIRS = (
-    ("film", "movie"),
-    ("story", "tale"),
-    ("director", "filmmaker"),
-    ("superb", "excellent"),
-    ("awful", "lousy"),
-    ("dull", "boring"),
-    ("watched", "saw"),
-    ("latest", "newest"),
-    ("starring", "featuring"),
-    ("plays", "portrays"),
-    ("truly", "genuinely"),
-    ("cinema", "theater"),
-    ("every", "each"),
-    ("terrible", "horrible"),
-    ("beautiful", "gorgeous"),
+    ("film", "movie"), ("story", "tale"), ("director", "filmmaker"),
+    ("superb", "excellent"), ("awful", "lousy"), ("dull", "boring"),
+    ("watched", "saw"), ("latest", "newest"), ("starring", "featuring"),
+    ("plays", "portrays"), ("truly", "genuinely"), ("cinema", "theater"),
+    ("every", "each"), ("terrible", "horrible"), ("beautiful", "gorgeous"),
 )
 SYNONYMS = {a: b for a, b in SYNONYM_PAIRS} | {b: a for a, b in SYNONYM_PAIRS}
 
@@ -1499,7 +918,8 @@ class _Writer:
 
     # -- sentences ---------------------------------------------------------
 
-    def _opinion(self, film: _Film, polarity: int, negated: bool, aspect: _Aspect, connector: str = "") -> str:
+    def _opinion(self, film: _Film, polarity: int, negated: bool, aspect: _Aspect,
+                 connector: str = "") -> str:
         """One sentence judging ``aspect`` with ``polarity``, literally or by negating the opposite."""
         plural = self._rng.random() < len(aspect.plural) / (len(aspect.plural) + len(aspect.singular))
         phrase = self._rng.choice(aspect.plural if plural else aspect.singular)
@@ -1521,9 +941,8 @@ class _Writer:
             tail=self._rng.choice(TAILS[polarity]),
         )
 
-    def _opinions(
-        self, film: _Film, polarities: list[int], negations: list[bool], connectors: Optional[list[str]] = None
-    ) -> list[str]:
+    def _opinions(self, film: _Film, polarities: list[int], negations: list[bool],
+                  connectors: Optional[list[str]] = None) -> list[str]:
         """Opinions on distinct aspects, one per polarity."""
         aspects = self._rng.sample(ASPECTS, len(polarities))
         connectors = connectors or [""] * len(polarities)
@@ -1548,11 +967,9 @@ class _Writer:
     def _plain_body(self, film: _Film, label: int) -> list[str]:
         count = self._rng.randint(2, 3)
         events = self._events(film, label, 1) if self._rng.random() < TONE_PROBABILITY else []
-        return (
-            self._opinions(film, [label] * count, [False] * count)
-            + events
-            + [self._verdict(film, PLAIN_VERDICTS[label])]
-        )
+        return self._opinions(film, [label] * count, [False] * count) + events + [
+            self._verdict(film, PLAIN_VERDICTS[label])
+        ]
 
     def _negated_body(self, film: _Film, label: int) -> list[str]:
         count = self._rng.randint(2, 3)
@@ -1584,11 +1001,9 @@ class _Writer:
         )
         turn = self._fill(self._rng.choice(CONTRAST_TURNS[label]), film)
         count = self._rng.randint(1, 2)
-        return (
-            [opener, turn]
-            + self._opinions(film, [label] * count, [False] * count)
-            + [self._verdict(film, PLAIN_VERDICTS[label])]
-        )
+        return [opener, turn] + self._opinions(film, [label] * count, [False] * count) + [
+            self._verdict(film, PLAIN_VERDICTS[label])
+        ]
 
     def _hard_body(self, film: _Film, label: int) -> list[str]:
         """Plot events told in the tone opposite to the label, then the label's verdict."""
@@ -1621,8 +1036,10 @@ class _Writer:
         film = self._film()
         intro = self._fill(self._rng.choice(INTRO_TEMPLATES), film)
         body = self._body(film, label, kind)
-        plot = [self._fill(self._rng.choice(PLOT_TEMPLATES), film)] if self._rng.random() < PLOT_PROBABILITY else []
-        rating = [self._fill(self._rng.choice(RATINGS[label]), film)] if self._rng.random() < RATING_PROBABILITY else []
+        plot = [self._fill(self._rng.choice(PLOT_TEMPLATES), film)] \
+            if self._rng.random() < PLOT_PROBABILITY else []
+        rating = [self._fill(self._rng.choice(RATINGS[label]), film)] \
+            if self._rng.random() < RATING_PROBABILITY else []
         filler_count = self._rng.randint(0, MAX_FILLERS)
         fillers = [self._fill(t, film) for t in self._rng.sample(FILLER_TEMPLATES, filler_count)]
         target = self._rng.randint(*TARGET_WORDS_RANGE)
@@ -1645,11 +1062,10 @@ class _Writer:
         """A light paraphrase of ``draft``: a middle sentence dropped and/or a few words swapped."""
         sentences = list(draft.sentences)
         words = _count_words(draft.text)
-        droppable = (
-            [i for i in range(1, len(sentences) - 1) if words - _count_words(sentences[i]) >= MIN_WORDS]
-            if len(sentences) > MIN_SENTENCES
-            else []
-        )
+        droppable = [
+            i for i in range(1, len(sentences) - 1)
+            if words - _count_words(sentences[i]) >= MIN_WORDS
+        ] if len(sentences) > MIN_SENTENCES else []
         if droppable and self._rng.random() < NEAR_DUPLICATE_DROP_PROBABILITY:
             del sentences[self._rng.choice(droppable)]
         text = " ".join(sentences)
@@ -1660,7 +1076,7 @@ class _Writer:
             synonym = SYNONYMS[word.lower()]
             if word[0].isupper():
                 synonym = _capitalize(synonym)
-            text = text[: match.start()] + synonym + text[match.end() :]
+            text = text[:match.start()] + synonym + text[match.end():]
         if text == draft.text:
             return None
         return _Draft((text,), draft.label, draft.topic, KIND_NEAR_DUPLICATE)
@@ -1696,9 +1112,8 @@ def _near_duplicate_sources(train: list[_Draft], count: int, rng: random.Random)
         for label in (POSITIVE, NEGATIVE)
     }
     wanted = {POSITIVE: (count + 1) // 2, NEGATIVE: count // 2}
-    chosen = [
-        i for label in (POSITIVE, NEGATIVE) for i in rng.sample(pools[label], min(wanted[label], len(pools[label])))
-    ]
+    chosen = [i for label in (POSITIVE, NEGATIVE)
+              for i in rng.sample(pools[label], min(wanted[label], len(pools[label])))]
     rng.shuffle(chosen)
     return chosen
 
@@ -1716,19 +1131,15 @@ def generate_corpus(num_train: int = 2000, num_test: int = 500, seed: int = 0) -
     writer = _Writer(rng)
     seen: set[str] = set()
 
-    train = [
-        _unique(functools.partial(writer.review, label, kind), seen)
-        for label, kind in _plan(num_train, num_train // 2, rng)
-    ]
+    train = [_unique(functools.partial(writer.review, label, kind), seen)
+             for label, kind in _plan(num_train, num_train // 2, rng)]
 
     sources = _near_duplicate_sources(train, round(num_test * NEAR_DUPLICATE_FRACTION), rng)
     duplicates = [_unique(functools.partial(writer.paraphrase, train[i]), seen) for i in sources]
     duplicate_positives = sum(d.label for d in duplicates)
     regular_size = num_test - len(duplicates)
-    regular = [
-        _unique(functools.partial(writer.review, label, kind), seen)
-        for label, kind in _plan(regular_size, num_test // 2 - duplicate_positives, rng)
-    ]
+    regular = [_unique(functools.partial(writer.review, label, kind), seen)
+               for label, kind in _plan(regular_size, num_test // 2 - duplicate_positives, rng)]
 
     positions = sorted(rng.sample(range(num_test), len(duplicates)))
     placed = dict(zip(positions, duplicates))
