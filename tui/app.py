@@ -219,6 +219,7 @@ class InfluenceApp(App[None]):
         self.stages_version += 1
         event = message.event
         if event.total is not None and event.done >= event.total:
+            self._poll()  # a stage finished: its results are in the store now, not at the next tick
             # Native libraries under the engine may write straight to the terminal; repaint it all.
             self.refresh()
 
