@@ -108,15 +108,19 @@ def build_store(path: Path) -> float:
 
 def report(results: dict, repeats: int) -> None:
     print(f"{'measure':<46} {'median':>9} {'worst':>9} {'target':>9}")
-    print(f"{'first screen (from launching python)':<46} {results['first screen']:>8.3f}s {'':>9} "
-          f"{TARGETS['first screen']:>8.1f}s")
+    print(
+        f"{'first screen (from launching python)':<46} {results['first screen']:>8.3f}s {'':>9} "
+        f"{TARGETS['first screen']:>8.1f}s"
+    )
     print(f"{'first screen (from import tui.app)':<46} {results['first screen after import']:>8.3f}s")
     for label, _ in REDRAWS:
         for method in (DIRECT, PILOT):
             times = results[label][method]
             target = f"{TARGETS['redraw'] * 1000:>7.0f}ms" if method == DIRECT else ""
-            print(f"{label + ', ' + method:<46} {statistics.median(times) * 1000:>7.1f}ms "
-                  f"{max(times) * 1000:>7.1f}ms {target:>9}")
+            print(
+                f"{label + ', ' + method:<46} {statistics.median(times) * 1000:>7.1f}ms "
+                f"{max(times) * 1000:>7.1f}ms {target:>9}"
+            )
     for label in ("heatmap (pool 25M scores)", "λ report (every layer, every λ)"):
         print(f"{label:<46} {results[label]:>8.2f}s   (thread worker; the UI stays live)")
     print(f"{'peak RSS':<46} {results['peak RSS MB']:>7.0f}MB {'':>9} {TARGETS['peak RSS MB']:>7}MB")

@@ -33,8 +33,13 @@ N_TEST, N_TRAIN = 12, 150
 
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory) -> Path:
-    return deterministic_store(tmp_path_factory.mktemp("store") / "store.h5", n_test=N_TEST, n_train=N_TRAIN,
-                               regularizations=(1e-5, 1e-3, 1.0), score_block=32)
+    return deterministic_store(
+        tmp_path_factory.mktemp("store") / "store.h5",
+        n_test=N_TEST,
+        n_train=N_TRAIN,
+        regularizations=(1e-5, 1e-3, 1.0),
+        score_block=32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +73,19 @@ def test_overview_shows_the_run_the_model_quality_and_every_stage(store_path) ->
             assert "synthetic" in summary and f"{N_TRAIN} train × {N_TEST} test" in summary
             assert "EK-FAC" in summary and "F1" in summary and "accuracy" in summary
             rendered = text_of(app.screen.query_one("#overview-stages"))
-            for stage in ("predictions", "covariance", "eigendecomposition", "eigenvalue_correction", "queries",
-                          "scores"):
+            for stage in (
+                "predictions",
+                "covariance",
+                "eigendecomposition",
+                "eigenvalue_correction",
+                "queries",
+                "scores",
+            ):
                 assert stage in rendered
             assert rendered.count("done") == 6
             status = text_of(app.screen.query_one(StatusBar).query_one("#status-text"))
             assert "test #0" in status and "clean labels" in status and "λ 1e-05 (1/3)" in status
+
     run(test)
 
 
@@ -108,6 +120,7 @@ def test_test_reviews_sort_by_any_column_filter_by_text_and_select(store_path, r
             assert app.screen.query_one("#tabs").active == "ranking"
             await pilot.press("2", "escape")  # escape clears the filter
             assert rows_of(table) == list(range(N_TEST))
+
     run(test)
 
 
@@ -131,6 +144,7 @@ def test_ranking_lists_every_training_review_both_ways(store_path, reader) -> No
             assert app.train_index == int(np.argsort(-row)[2])
             header = text_of(app.screen.query_one("#ranking-test"))
             assert "Test #1" in header and f"{N_TRAIN} training reviews" in header
+
     run(test)
 
 
@@ -158,6 +172,7 @@ def test_selecting_a_training_review_shows_both_texts_score_layer_split_and_rank
             await pilot.press("escape")
             assert isinstance(app.screen, MainScreen)
             assert app.screen.query_one("#ranking-table", VirtualTable).cursor_row == int(np.argmax(row))
+
     run(test)
 
 
@@ -171,6 +186,7 @@ def test_a_double_click_on_a_ranking_row_opens_the_pair(store_path) -> None:
             assert table.cursor == 2
             await pilot.click("#ranking-table", offset=(10, 3), times=2)
             assert isinstance(app.screen, PairScreen) and app.train_index == table.order[2]
+
     run(test)
 
 
@@ -194,6 +210,7 @@ def test_heatmap_marks_the_extremes_and_enter_opens_that_pair(store_path, reader
             assert (app.test_index, app.train_index) == (pooled.minimum.test_index, pooled.minimum.train_index)
             await pilot.press("escape", "plus", "right", "down")
             assert text_of(app.screen.query_one("#heatmap-legend")).count("+") >= 1
+
     run(test)
 
 
@@ -211,6 +228,7 @@ def test_heatmap_pools_large_matrices_and_a_click_moves_the_cursor(tmp_path) -> 
             await pilot.click(HeatmapCanvas, offset=(7 + 2 * 3, 1 + 2))
             assert canvas.cursor == (2, 3)
             assert "cell =" in text_of(app.screen.query_one("#heatmap-title"))
+
     run(test)
 
 
@@ -230,6 +248,7 @@ def test_layers_chart_shows_the_pair_and_the_whole_row_with_the_sum_check(store_
             app.train_index = 7
             await pilot.pause()
             assert "train #7" in text_of(view.query_one("#layers-summary"))
+
     run(test)
 
 
@@ -252,11 +271,13 @@ def test_corruption_key_switches_every_view_and_the_before_after_view(store_path
             order = rows_of(view.query_one(VirtualTable))
             assert set(order[: len(flips)]) == set(flips.tolist())  # sign changes first
             assert f"{len(flips)} of {N_TRAIN} scored pairs changed sign" in text_of(
-                view.query_one("#corruption-summary"))
+                view.query_one("#corruption-summary")
+            )
             await pilot.press("enter")
             assert isinstance(app.screen, PairScreen) and app.train_index == order[0]
             await pilot.press("c")
             assert app.variant == "clean"
+
     run(test)
 
 
@@ -271,6 +292,7 @@ def test_a_store_without_corrupted_labels_says_so(tmp_path) -> None:
             assert any("no corrupted-label variant" in n.message for n in app._notifications)
             await open_tab(pilot, "6")
             assert "no corrupted-label variant" in text_of(app.screen.query_one("#corruption-summary"))
+
     run(test)
 
 
@@ -298,6 +320,7 @@ def test_lambda_keys_step_every_view_and_the_sweep_report_marks_the_recommendati
             if report.recommended is not None:
                 assert f"★ recommended λ {report.recommended:g}" in steps
             assert f"{float(report.spearman[0, 0]):+.3f}" in heat
+
     run(test)
 
 
@@ -319,6 +342,7 @@ def test_export_writes_the_store_tables_and_the_current_view(tmp_path) -> None:
             assert lines[0].startswith("variant,lambda,test_index,rank,train_index") and len(lines) == 31
             assert json.loads((folder / "summary.json").read_text())["n_train"] == 30
             assert any("Exported" in (n.title or "") for n in app._notifications)
+
     run(test)
 
 
@@ -329,13 +353,25 @@ def test_help_lists_every_binding_and_the_palette_has_every_action(store_path) -
             await pilot.press("question_mark")
             assert isinstance(app.screen, HelpScreen)
             shown = "\n".join(text_of(s) for s in app.screen.query(".help-section"))
-            for description in ("next test", "clean/corrupted", "λ up", "export", "cancel stage", "sort column",
-                                "filter", "most positive", "open pair", "next in ranking", "command palette"):
+            for description in (
+                "next test",
+                "clean/corrupted",
+                "λ up",
+                "export",
+                "cancel stage",
+                "sort column",
+                "filter",
+                "most positive",
+                "open pair",
+                "next in ranking",
+                "command palette",
+            ):
                 assert description in shown
             await pilot.press("escape")
             await open_tab(pilot, "3")
             titles = {command.title for command in app.get_system_commands(app.screen)}
             assert {"Next test", "Clean/corrupted", "Λ up", "Export", "Sort column", "Reverse order", "Quit"} <= titles
+
     run(test)
 
 
@@ -362,6 +398,7 @@ def test_a_store_still_being_written_shows_pending_and_fills_in(tmp_path) -> Non
                     writer.write_score_block(block, total=total, layers=layers, train_self=train_self)
             assert await settle(pilot, lambda: "pending" not in text_of(view.query_one("#ranking-test")))
             assert app.data.scored.all()
+
     run(test)
 
 
@@ -371,8 +408,10 @@ def test_nan_scores_are_flagged_never_shown_as_numbers(tmp_path) -> None:
         layout = opened.layout
     with StoreWriter.open(path, layout) as writer:
         shape = {"total": (3, 16), "layers": (3, 3, 16), "train_self": (16,)}
-        arrays = {name: {(v, k): np.full(s, np.nan, dtype=np.float32) for v in layout.variants for k in range(2)}
-                  for name, s in shape.items()}
+        arrays = {
+            name: {(v, k): np.full(s, np.nan, dtype=np.float32) for v in layout.variants for k in range(2)}
+            for name, s in shape.items()
+        }
         writer.write_score_block(1, total=arrays["total"], layers=arrays["layers"], train_self=arrays["train_self"])
 
     async def test():
@@ -384,6 +423,7 @@ def test_nan_scores_are_flagged_never_shown_as_numbers(tmp_path) -> None:
             assert view._cells(20)[2][0] == "NaN!"
             await open_tab(pilot, "4")
             assert app.screen.query_one(HeatmapCanvas).pooled.invalid.any()
+
     run(test)
 
 
@@ -401,6 +441,7 @@ def test_a_damaged_store_gets_a_one_line_message_not_a_traceback(tmp_path, conte
             assert str(path) in message and "\n" not in message
             await pilot.press("d")
             assert isinstance(app.screen, DetailsScreen)
+
     run(test)
 
 
@@ -415,6 +456,7 @@ def test_a_truncated_store_is_refused(tmp_path) -> None:
             await pilot.pause()
             assert isinstance(app.screen, StoreErrorScreen)
             assert "truncated" in text_of(app.screen.query_one("#store-error-message"))
+
     run(test)
 
 
@@ -429,6 +471,7 @@ def test_no_color_draws_the_heatmap_with_glyphs(store_path, monkeypatch) -> None
             canvas = app.screen.query_one(HeatmapCanvas)
             drawn = "".join(canvas.render_line(y).text for y in range(1, 5))
             assert any(glyph in drawn for glyph in "░▒▓█") and ("+" in drawn or "-" in drawn)
+
     run(test)
 
 
@@ -441,4 +484,5 @@ def test_every_view_renders_at_80x24(store_path) -> None:
             view = app.screen.query_one(HeatmapView)
             assert view.canvas.pooled is not None
             assert app.screen.query_one(TestsView).table_widget.row_count == N_TEST
+
     run(test)

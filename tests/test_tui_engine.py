@@ -40,8 +40,9 @@ def test_a_fake_engine_streams_results_the_ui_stays_responsive_cancels_and_resum
     async def test():
         app = InfluenceApp(config=config, engine_runner=engine)
         progress_messages = []
-        async with app.run_test(size=SIZE, message_hook=lambda m: isinstance(m, EngineProgress)
-                                and progress_messages.append(m)) as pilot:
+        async with app.run_test(
+            size=SIZE, message_hook=lambda m: isinstance(m, EngineProgress) and progress_messages.append(m)
+        ) as pilot:
             assert await settle(pilot, lambda: app.data is not None), "the UI opens the store the engine creates"
             assert app.engine_state == "running"
             await pilot.press("3")
@@ -79,6 +80,7 @@ def test_a_fake_engine_streams_results_the_ui_stays_responsive_cancels_and_resum
             stages = text_of(app.screen.query_one("#overview-stages"))
             assert "train demo model" in stages and "6/6 blocks" in stages
         assert progress_messages, "progress arrives as messages"
+
     run(test)
 
 
@@ -88,13 +90,15 @@ def test_progress_messages_are_throttled_and_the_latest_wins(tmp_path) -> None:
     async def test():
         app = InfluenceApp(config=engine_config(tmp_path), engine_runner=engine)
         handled = []
-        async with app.run_test(size=SIZE, message_hook=lambda m: isinstance(m, EngineProgress)
-                                and handled.append(m.event)) as pilot:
+        async with app.run_test(
+            size=SIZE, message_hook=lambda m: isinstance(m, EngineProgress) and handled.append(m.event)
+        ) as pilot:
             assert await settle(pilot, lambda: app.last_outcome is not None, timeout=30)
             scores = [event for event in handled if event.stage == "scores"]
             assert scores[-1].done == scores[-1].total == 100  # the last step always arrives
             assert len(scores) < 60  # far fewer messages than blocks
             assert app.live.stages["scores"].event.done == 100
+
     run(test)
 
 
@@ -116,6 +120,7 @@ def test_an_engine_bug_is_a_notification_with_the_traceback_one_key_away(tmp_pat
             assert "Traceback" in details and "kaboom" in details
             await pilot.press("escape")
             assert app.data is not None and app.data.scored.sum() == 16  # what was written stays visible
+
     run(test)
 
 
@@ -128,6 +133,7 @@ def test_a_user_error_is_shown_as_its_message(tmp_path) -> None:
             assert await settle(pilot, lambda: app.last_outcome is not None)
             assert app.last_outcome.summary == "--text-column review: no such column"
             assert "Traceback" not in app.last_outcome.details
+
     run(test)
 
 
@@ -143,6 +149,7 @@ def test_a_store_of_another_run_is_refused_not_shown(tmp_path) -> None:
             assert app.data is None
             await pilot.press("3")
             assert "another run" in text_of(app.screen.query_one("#ranking-test"))
+
     run(test)
 
 
@@ -154,6 +161,7 @@ def test_nan_written_by_the_engine_is_flagged(tmp_path) -> None:
             await pilot.press("3")
             await pilot.pause()
             assert "1 scores are NaN/inf" in text_of(app.screen.query_one("#ranking-test"))
+
     run(test)
 
 
@@ -172,6 +180,7 @@ def test_quitting_mid_run_cancels_first_and_leaves_the_store_resumable(tmp_path)
             assert any("Stopping the engine" in n.message for n in app._notifications)
             assert await settle(pilot, lambda: app.return_code is not None or not app.is_running)
         assert app.last_outcome.status == CANCELLED
+
     run(test)
     with StoreWriter.open(config.store_path(), engine.layout) as writer:  # resumable: opens, keeps its block
         assert writer.completed_blocks().sum() == 1
@@ -193,6 +202,7 @@ def test_a_finished_store_of_the_config_opens_at_once_without_the_engine(tmp_pat
             assert app.check_action("resume_engine", ()) is False and app.check_action("cancel_engine", ()) is False
             await pilot.press("r")  # disabled: nothing to resume
             assert app.engine_state == "idle"
+
     run(test)
 
 
@@ -205,6 +215,7 @@ def test_a_store_opened_read_only_has_no_engine_keys(tmp_path) -> None:
             assert app.check_action("cancel_engine", ()) is False and app.check_action("resume_engine", ()) is False
             await pilot.press("x", "r")  # no engine behind a store opened read-only
             assert app.engine_state == "idle" and not app.data.scores_done
+
     run(test)
 
 
@@ -230,4 +241,5 @@ def test_the_heatmap_fills_in_as_blocks_land_with_one_pooling_at_a_time(tmp_path
             assert await settle(pilot, lambda: app.last_outcome is not None and app.last_outcome.status == FINISHED)
             assert await settle(pilot, lambda: not np.isnan(canvas.pooled.values).any())
             assert most_at_once <= 1
+
     run(test)

@@ -40,8 +40,9 @@ SCRIPT = textwrap.dedent("""
 
 def _run(tmp_path: Path, extra_path: list[Path]) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(str(p) for p in [*extra_path, REPO]))
-    return subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_opening_a_store_and_every_view_leaves_torch_unimported(tmp_path) -> None:
@@ -54,8 +55,12 @@ def test_every_view_works_when_torch_fails_to_import(tmp_path) -> None:
     broken = tmp_path / "broken"
     (broken / "torch").mkdir(parents=True)
     (broken / "torch" / "__init__.py").write_text('raise ImportError("this torch is broken on purpose")\n')
-    check = subprocess.run([sys.executable, "-c", "import torch"], env=dict(os.environ, PYTHONPATH=str(broken)),
-                           capture_output=True, text=True)
+    check = subprocess.run(
+        [sys.executable, "-c", "import torch"],
+        env=dict(os.environ, PYTHONPATH=str(broken)),
+        capture_output=True,
+        text=True,
+    )
     assert "broken on purpose" in check.stderr  # the fake torch really comes first
     result = _run(tmp_path, [broken])
     assert result.returncode == 0, result.stderr

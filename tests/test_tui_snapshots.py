@@ -26,8 +26,13 @@ SCREENS = {
 
 @pytest.fixture(scope="module")
 def snapshot_store(tmp_path_factory) -> Path:
-    return deterministic_store(tmp_path_factory.mktemp("snap") / "store.h5", n_test=40, n_train=400,
-                               regularizations=(1e-5, 1e-3, 1.0), score_block=64)
+    return deterministic_store(
+        tmp_path_factory.mktemp("snap") / "store.h5",
+        n_test=40,
+        n_train=400,
+        regularizations=(1e-5, 1e-3, 1.0),
+        score_block=64,
+    )
 
 
 @pytest.mark.parametrize("size", SIZES)

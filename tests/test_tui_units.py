@@ -73,6 +73,7 @@ def _runner(error: BaseException | None):
         if error is not None:
             raise error
         return config.store_path()
+
     return run
 
 
@@ -123,7 +124,7 @@ def _brute_force(matrix: np.ndarray, row_width: int, col_width: int) -> np.ndarr
     out = np.full((rows, cols), np.nan)
     for r in range(rows):
         for c in range(cols):
-            block = matrix[r * row_width:(r + 1) * row_width, c * col_width:(c + 1) * col_width]
+            block = matrix[r * row_width : (r + 1) * row_width, c * col_width : (c + 1) * col_width]
             finite = block[np.isfinite(block)]
             if finite.size:
                 out[r, c] = finite[np.argmax(np.abs(finite))]
@@ -143,7 +144,9 @@ def test_pooling_keeps_the_largest_magnitude_of_each_block_and_where_it_is(n_tes
     finite = np.isfinite(pooled.values)
     np.testing.assert_array_equal(matrix[pooled.test_index[finite], pooled.train_index[finite]], pooled.values[finite])
     assert pooled.shape[0] <= rows and pooled.shape[1] <= cols
-    assert pooled.maximum.value == np.nanmax(matrix) and matrix[pooled.maximum.test_index, pooled.maximum.train_index] == np.nanmax(matrix)
+    assert pooled.maximum.value == np.nanmax(matrix) and matrix[
+        pooled.maximum.test_index, pooled.maximum.train_index
+    ] == np.nanmax(matrix)
     assert pooled.minimum.value == np.nanmin(matrix)
     assert pooled.invalid[3 // row_width].any()  # NaN in written columns is invalid, not pending
 
@@ -171,7 +174,9 @@ def test_no_color_cells_still_carry_sign_and_magnitude() -> None:
     strong_positive = palette.cell(1.0, 1.0, no_color=True)
     weak_negative = palette.cell(-0.1, 1.0, no_color=True)
     pending = palette.cell(float("nan"), 1.0, no_color=True)
-    assert strong_positive.text == "+█" and weak_negative.text == "-░" and pending.text.startswith(palette.PENDING_GLYPH)
+    assert (
+        strong_positive.text == "+█" and weak_negative.text == "-░" and pending.text.startswith(palette.PENDING_GLYPH)
+    )
     assert palette.cell(1.0, 1.0, no_color=False).style.bgcolor is not None
 
 

@@ -62,13 +62,26 @@ class FakeEngine:
     """
 
     def __init__(
-        self, *, n_test: int = 6, n_train: int = 48, score_block: int = 8, n_layers: int = 2,
-        gate: threading.Semaphore | None = None, failure: BaseException | None = None,
-        fail_at_block: int | None = None, nan_block: int | None = None,
+        self,
+        *,
+        n_test: int = 6,
+        n_train: int = 48,
+        score_block: int = 8,
+        n_layers: int = 2,
+        gate: threading.Semaphore | None = None,
+        failure: BaseException | None = None,
+        fail_at_block: int | None = None,
+        nan_block: int | None = None,
     ) -> None:
-        self.layout = synthetic_layout(n_test=n_test, n_train=n_train, n_layers=n_layers,
-                                       regularizations=(1e-5, 1e-3), variants=("clean", "corrupted"), seed=3,
-                                       score_block=score_block)
+        self.layout = synthetic_layout(
+            n_test=n_test,
+            n_train=n_train,
+            n_layers=n_layers,
+            regularizations=(1e-5, 1e-3),
+            variants=("clean", "corrupted"),
+            seed=3,
+            score_block=score_block,
+        )
         self.gate = gate
         self.failure = failure
         self.fail_at_block = fail_at_block

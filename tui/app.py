@@ -63,17 +63,31 @@ class InfluenceApp(App[None]):
         Binding("question_mark", "help", "help", tooltip="this list of keys"),
         Binding("n", "step_test(1)", "next test", tooltip="select the next test review in every view"),
         Binding("p", "step_test(-1)", "prev test", tooltip="select the previous test review in every view"),
-        Binding("c", "toggle_variant", "clean/corrupted", tooltip="switch every view between clean and corrupted labels"),
-        Binding("left_square_bracket", "step_lambda(-1)", "λ down", key_display="[",
-                tooltip="the next smaller regularization λ of the sweep, in every view"),
-        Binding("right_square_bracket", "step_lambda(1)", "λ up", key_display="]",
-                tooltip="the next larger regularization λ of the sweep, in every view"),
+        Binding(
+            "c", "toggle_variant", "clean/corrupted", tooltip="switch every view between clean and corrupted labels"
+        ),
+        Binding(
+            "left_square_bracket",
+            "step_lambda(-1)",
+            "λ down",
+            key_display="[",
+            tooltip="the next smaller regularization λ of the sweep, in every view",
+        ),
+        Binding(
+            "right_square_bracket",
+            "step_lambda(1)",
+            "λ up",
+            key_display="]",
+            tooltip="the next larger regularization λ of the sweep, in every view",
+        ),
         Binding("e", "export", "export", tooltip="write the store's tables and this view's table (CSV/JSON)"),
         Binding("x", "cancel_engine", "cancel stage", tooltip="stop the engine after its current batch"),
         Binding("r", "resume_engine", "resume", tooltip="run the engine again; it continues from the store"),
         Binding("d", "error_details", "error details", show=False, tooltip="the full message of the last error"),
-        *(Binding(str(number), f"show_tab('{tab}')", f"{title} tab", show=False, tooltip=f"show the {title} tab")
-          for number, (tab, title) in enumerate(TABS.items(), start=1)),
+        *(
+            Binding(str(number), f"show_tab('{tab}')", f"{title} tab", show=False, tooltip=f"show the {title} tab")
+            for number, (tab, title) in enumerate(TABS.items(), start=1)
+        ),
         Binding("q", "quit", "quit", tooltip="cancel the engine (leaving the store resumable), then quit"),
     ]
 
@@ -242,8 +256,9 @@ class InfluenceApp(App[None]):
         elif outcome.status == CANCELLED:
             self.notify("Cancelled; press r to resume from where it stopped.", title="Engine")
         elif outcome.status == FAILED:
-            self.notify(f"{outcome.summary}\nPress d for the details.", title="Engine failed", severity="error",
-                        timeout=30)
+            self.notify(
+                f"{outcome.summary}\nPress d for the details.", title="Engine failed", severity="error", timeout=30
+            )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The engine keys only when they can act: cancel while it runs, resume while there is work left."""
@@ -286,7 +301,7 @@ class InfluenceApp(App[None]):
         self.exit()
 
     def on_unmount(self) -> None:
-        """However the app ends (quit, ctrl+c, an error), the engine stops after its batch: the store stays resumable."""
+        """However the app ends (quit, ctrl+c, an error), the engine stops after its batch: the store stays usable."""
         self._cancel.set()
 
     # ------------------------------------------------------------ selection
@@ -308,8 +323,9 @@ class InfluenceApp(App[None]):
         if (data := self._require_data()) is None:
             return
         if not data.has_corrupted:
-            self.notify("This store has no corrupted-label variant (it was run with --corrupt none).",
-                        severity="warning")
+            self.notify(
+                "This store has no corrupted-label variant (it was run with --corrupt none).", severity="warning"
+            )
             return
         self.variant = VARIANT_CORRUPTED if self.variant == VARIANT_CLEAN else VARIANT_CLEAN
 
@@ -406,8 +422,11 @@ class InfluenceApp(App[None]):
             if (id(active.node), binding.action) in seen or not binding.description or not active.enabled:
                 continue
             seen.add((id(active.node), binding.action))
-            yield SystemCommand(binding.description.capitalize(), f"key: {binding.key_display or key}",
-                                partial(active.node.run_action, binding.action))
+            yield SystemCommand(
+                binding.description.capitalize(),
+                f"key: {binding.key_display or key}",
+                partial(active.node.run_action, binding.action),
+            )
         yield from super().get_system_commands(screen)
 
 

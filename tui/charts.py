@@ -50,7 +50,7 @@ def short_names(names: list[str]) -> list[str]:
     if len(names) < 2:
         return names
     prefix = ".".join(_common_parts([name.split(".") for name in names]))
-    return [name[len(prefix) + 1:] if prefix else name for name in names]
+    return [name[len(prefix) + 1 :] if prefix else name for name in names]
 
 
 def _common_parts(parts: list[list[str]]) -> list[str]:
@@ -75,7 +75,12 @@ def pair_bars(names: list[str], values: np.ndarray, width: int, height: int, tit
 
 
 def layer_strips(
-    names: list[str], rows: np.ndarray, lines: list[tuple[int, int]], width: int, height: int, title: str,
+    names: list[str],
+    rows: np.ndarray,
+    lines: list[tuple[int, int]],
+    width: int,
+    height: int,
+    title: str,
     no_color: bool,
 ) -> Text:
     """Every training review's influence per layer (grey dots), with ``lines`` (train index, colour) on top.
@@ -96,7 +101,9 @@ def layer_strips(
             figure.draw(figure.signal([layer] * snapped.size, snapped.tolist(), marker=dots))
         x = list(range(1, len(names) + 1))
         for train, colour in lines:
-            signal = figure.signal(x, [float(v) for v in rows[:, train]], marker=plt.marker("hd", plt.pixel(foreground=colour)))
+            signal = figure.signal(
+                x, [float(v) for v in rows[:, train]], marker=plt.marker("hd", plt.pixel(foreground=colour))
+            )
             signal.lines()
             figure.draw(signal)
     figure.ruler("x").ticks(list(range(1, len(names) + 1)), short_names(names))

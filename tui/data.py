@@ -154,15 +154,18 @@ class StoreData:
 
     def row(self, variant: str, reg_index: int, test_index: int) -> Row:
         """Total influence of every training review on test review ``test_index``."""
-        values = self._cached(("row", variant, reg_index, test_index),
-                              lambda: self.reader.influence_row(variant, reg_index, test_index))
+        values = self._cached(
+            ("row", variant, reg_index, test_index), lambda: self.reader.influence_row(variant, reg_index, test_index)
+        )
         return Row(values, self.scored)
 
     def layer_rows(self, variant: str, reg_index: int, test_index: int) -> np.ndarray:
         """Per-layer influence on one test review: (n_layers, n_train), NaN where pending."""
-        return self._cached(("layers", variant, reg_index, test_index),
-                            lambda: self.reader.layer_rows(variant, reg_index, test_index))
+        return self._cached(
+            ("layers", variant, reg_index, test_index), lambda: self.reader.layer_rows(variant, reg_index, test_index)
+        )
 
     def test_self(self, variant: str, reg_index: int) -> np.ndarray:
-        return self._cached(("test_self", variant, reg_index),
-                            lambda: self.reader.self_influence(variant, reg_index, "test"))
+        return self._cached(
+            ("test_self", variant, reg_index), lambda: self.reader.self_influence(variant, reg_index, "test")
+        )

@@ -48,7 +48,9 @@ class ProgressThrottle:
     """
 
     def __init__(
-        self, send: Callable[[ProgressEvent], None], interval: float = PROGRESS_INTERVAL,
+        self,
+        send: Callable[[ProgressEvent], None],
+        interval: float = PROGRESS_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._send = send
@@ -102,8 +104,9 @@ def run_engine(
     except Cancelled:
         return EngineOutcome(CANCELLED, summary="engine cancelled; resume continues from the store")
     except (UserError, StoreError) as error:
-        return EngineOutcome(FAILED, summary=str(error), details=str(error),
-                             store_rejected=isinstance(error, STORE_REJECTED))
+        return EngineOutcome(
+            FAILED, summary=str(error), details=str(error), store_rejected=isinstance(error, STORE_REJECTED)
+        )
     except Exception as error:  # the engine's bug must not take the UI down with it
         return EngineOutcome(FAILED, summary=f"{type(error).__name__}: {error}", details=traceback.format_exc())
     return EngineOutcome(FINISHED, path=Path(path), summary=f"analysis complete: {path}")

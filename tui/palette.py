@@ -53,7 +53,9 @@ class Cell:
 def cell(value: float, scale: float, *, no_color: bool, mark: str = "") -> Cell:
     """The two-character cell of ``value``; ``mark`` (one character) overrides the glyph, e.g. an extreme."""
     if math.isnan(value):
-        return Cell((mark or PENDING_GLYPH) + " ", Style(color=Color.from_ansi(244), bgcolor=Color.from_ansi(PENDING_COLOUR)))
+        return Cell(
+            (mark or PENDING_GLYPH) + " ", Style(color=Color.from_ansi(244), bgcolor=Color.from_ansi(PENDING_COLOUR))
+        )
     signed = level(value, scale)
     if no_color:
         glyph = SHADES[abs(signed) - 1] if signed else " "

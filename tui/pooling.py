@@ -79,7 +79,9 @@ def _update_extreme(current: Extreme | None, block: np.ndarray, first_row: int, 
     finite = np.where(np.isfinite(block), block, -np.inf if largest else np.inf)
     flat = int(finite.argmax() if largest else finite.argmin())
     value = float(finite.flat[flat])
-    if not math.isfinite(value) or (current is not None and (value <= current.value if largest else value >= current.value)):
+    if not math.isfinite(value) or (
+        current is not None and (value <= current.value if largest else value >= current.value)
+    ):
         return current
     test, train = divmod(flat, block.shape[1])
     return Extreme(first_row + test, train, value)
@@ -116,8 +118,12 @@ def pool_matrix(
     sample = np.concatenate(samples)
     magnitude = np.where(np.isfinite(values), np.abs(values), 0.0)
     return PooledMatrix(
-        values=values, test_index=test_index, train_index=train_index, invalid=invalid,
-        row_edges=edges(n_test, row_width), col_edges=edges(n_train, col_width),
+        values=values,
+        test_index=test_index,
+        train_index=train_index,
+        invalid=invalid,
+        row_edges=edges(n_test, row_width),
+        col_edges=edges(n_train, col_width),
         maximum=maximum if maximum is not None and maximum.value > 0 else None,
         minimum=minimum if minimum is not None and minimum.value < 0 else None,
         scale=float(np.percentile(sample, SCALE_PERCENTILE)) if sample.size else 0.0,

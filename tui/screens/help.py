@@ -31,8 +31,11 @@ class HelpScreen(ModalScreen[None]):
             for title, bindings in self.sections:
                 yield Static(Text(title, style="bold"))
                 yield Static(self._table(bindings), classes="help-section")
-            yield Static("Every action is also in the command palette (ctrl+p). The mouse works: click a tab, "
-                         "a row, a column header (sorts) or a heatmap cell.", classes="hint")
+            yield Static(
+                "Every action is also in the command palette (ctrl+p). The mouse works: click a tab, "
+                "a row, a column header (sorts) or a heatmap cell.",
+                classes="hint",
+            )
 
     def _keys(self, binding: Binding) -> str:
         keys = [key.strip() for key in binding.key.split(",")]

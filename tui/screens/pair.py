@@ -98,8 +98,10 @@ class PairScreen(Screen[None]):
         summary.append("influence ", style="bold")
         summary.append(score_text, style=score_style)
         if rank:
-            summary.append(f"  rank {fmt.count(rank)} of {fmt.count(n_ranked)} (1 = most helpful; "
-                           f"{fmt.count(n_ranked - rank + 1)} from the harmful end)")
+            summary.append(
+                f"  rank {fmt.count(rank)} of {fmt.count(n_ranked)} (1 = most helpful; "
+                f"{fmt.count(n_ranked - rank + 1)} from the harmful end)"
+            )
         summary.append(f"  ·  {app.variant} labels  ·  λ {fmt.lam(data.regularizations[app.reg_index])}")
         layers = data.layer_rows(app.variant, app.reg_index, test)[:, train]
         names = [layer.name for layer in data.layers]
@@ -117,8 +119,10 @@ class PairScreen(Screen[None]):
             label, prediction = int(data.test.label[index]), int(data.test.prediction[index])
             confidence = data.test_confidence()[index]
             text.append(f"Test #{index}", style="bold")
-            text.append(f"  true {data.label_name(label)}, predicted {data.label_name(prediction)}"
-                        f" ({fmt.fraction(float(confidence), 2)})\n\n")
+            text.append(
+                f"  true {data.label_name(label)}, predicted {data.label_name(prediction)}"
+                f" ({fmt.fraction(float(confidence), 2)})\n\n"
+            )
             text.append(data.test.text[index])
             return text
         label, used = int(data.train.label[index]), int(data.train_labels(app.variant)[index])
@@ -126,8 +130,9 @@ class PairScreen(Screen[None]):
         text.append(f"  label {data.label_name(label)}")
         if data.corrupted[index]:
             flipped = f" → {data.label_name(int(data.train.corrupted_label[index]))}"
-            text.append(f", corrupted{flipped}" + (" (used)" if app.variant == VARIANT_CORRUPTED else ""),
-                        style="magenta")
+            text.append(
+                f", corrupted{flipped}" + (" (used)" if app.variant == VARIANT_CORRUPTED else ""), style="magenta"
+            )
         elif used != label:
             text.append(f", used {data.label_name(used)}")
         text.append("\n\n")
@@ -145,7 +150,11 @@ class PairScreen(Screen[None]):
         return ViewTable(
             name=f"pair-test{app.test_index}-train{train}-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
             columns=["variant", "lambda", "test_index", "train_index", "layer", "influence"],
-            rows=[[app.variant, data.regularizations[app.reg_index], app.test_index, train, layer.name, float(value)]
-                  for layer, value in zip(data.layers, layers)]
-            + [[app.variant, data.regularizations[app.reg_index], app.test_index, train, "total", float(values[train])]],
+            rows=[
+                [app.variant, data.regularizations[app.reg_index], app.test_index, train, layer.name, float(value)]
+                for layer, value in zip(data.layers, layers)
+            ]
+            + [
+                [app.variant, data.regularizations[app.reg_index], app.test_index, train, "total", float(values[train])]
+            ],
         )

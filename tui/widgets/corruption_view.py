@@ -58,9 +58,12 @@ class CorruptionView(StateView):
         data, app = self.data, self.explorer
         summary = self.query_one("#corruption-summary", Static)
         if data is None or not data.has_corrupted:
-            summary.update(self.no_store if data is None else
-                           "This store has no corrupted-label variant (it was computed with --corrupt none).",
-                           layout=False)
+            summary.update(
+                self.no_store
+                if data is None
+                else "This store has no corrupted-label variant (it was computed with --corrupt none).",
+                layout=False,
+            )
             self.table_widget.show(np.zeros(0, dtype=np.int64))
             return
         self._clean = data.row(VARIANT_CLEAN, app.reg_index, app.test_index)
@@ -97,16 +100,21 @@ class CorruptionView(StateView):
         both = np.isfinite(clean) & np.isfinite(corrupted)
         text = Text()
         text.append(f"Test #{self.explorer.test_index}", style="bold")
-        text.append(f": clean → corrupted labels ({fmt.count(int(flipped_labels.sum()))} of "
-                    f"{fmt.count(data.n_train)} training labels flipped). ")
-        text.append(f"{fmt.count(len(self._changes.sign_flipped))} of {fmt.count(int(both.sum()))} scored pairs "
-                    f"changed sign.\n")
+        text.append(
+            f": clean → corrupted labels ({fmt.count(int(flipped_labels.sum()))} of "
+            f"{fmt.count(data.n_train)} training labels flipped). "
+        )
+        text.append(
+            f"{fmt.count(len(self._changes.sign_flipped))} of {fmt.count(int(both.sum()))} scored pairs changed sign.\n"
+        )
         flipped_both = flipped_labels & both
         if flipped_both.any():
             before, after = float(np.mean(clean[flipped_both])), float(np.mean(corrupted[flipped_both]))
             negative = int(np.sum(corrupted[flipped_both] < 0))
-            text.append(f"Flipped reviews: mean influence {fmt.score(before)} → {fmt.score(after)}, "
-                        f"{fmt.count(negative)} of {fmt.count(int(flipped_both.sum()))} now negative.")
+            text.append(
+                f"Flipped reviews: mean influence {fmt.score(before)} → {fmt.score(after)}, "
+                f"{fmt.count(negative)} of {fmt.count(int(flipped_both.sum()))} now negative."
+            )
         pending = data.n_train - int(both.sum())
         if pending:
             text.append(f"  {fmt.count(pending)} pairs pending.", style="yellow")
@@ -144,12 +152,29 @@ class CorruptionView(StateView):
         changes = self._changes
         return ViewTable(
             name=f"corruption-test{app.test_index}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
-            columns=["test_index", "train_index", "corrupted", "influence_clean", "influence_corrupted",
-                     "sign_changed", "rank_clean", "rank_corrupted"],
-            rows=[[app.test_index, int(i), bool(data.corrupted[i]), float(self._clean_shown[i]),
-                   float(self._corrupted_shown[i]), bool(self._flipped[i]),
-                   int(changes.rank_clean[i]) + 1 or "", int(changes.rank_corrupted[i]) + 1 or ""]
-                  for i in self.table_widget.order],
+            columns=[
+                "test_index",
+                "train_index",
+                "corrupted",
+                "influence_clean",
+                "influence_corrupted",
+                "sign_changed",
+                "rank_clean",
+                "rank_corrupted",
+            ],
+            rows=[
+                [
+                    app.test_index,
+                    int(i),
+                    bool(data.corrupted[i]),
+                    float(self._clean_shown[i]),
+                    float(self._corrupted_shown[i]),
+                    bool(self._flipped[i]),
+                    int(changes.rank_clean[i]) + 1 or "",
+                    int(changes.rank_corrupted[i]) + 1 or "",
+                ]
+                for i in self.table_widget.order
+            ],
         )
 
 

@@ -49,10 +49,18 @@ class HeatmapCanvas(Widget, can_focus=True):
         Binding("right,l", "move(1, 0)", "right", show=False, tooltip="the cell to the right"),
         Binding("plus", "jump('max')", "most positive", key_display="+", tooltip="the cell of the most helpful pair"),
         Binding("minus", "jump('min')", "most negative", key_display="-", tooltip="the cell of the most harmful pair"),
-        Binding("enter", "open", "open pair",
-                tooltip="the pair behind the cell (its largest |I|) side by side (or double click)"),
-        Binding("z", "toggle_scale", "row scale",
-                tooltip="colour each test row on its own scale (↔ one scale for the whole matrix)"),
+        Binding(
+            "enter",
+            "open",
+            "open pair",
+            tooltip="the pair behind the cell (its largest |I|) side by side (or double click)",
+        ),
+        Binding(
+            "z",
+            "toggle_scale",
+            "row scale",
+            tooltip="colour each test row on its own scale (↔ one scale for the whole matrix)",
+        ),
     ]
     cursor: reactive[tuple[int, int]] = reactive((0, 0))  # (row, col) of the grid
     per_row: reactive[bool] = reactive(False)  # colour each row of cells relative to its own largest |I|
@@ -187,8 +195,11 @@ class HeatmapCanvas(Widget, can_focus=True):
 
 def legend(scale: float, per_row: bool, no_color: bool) -> Text:
     """The colour bar from −scale to +scale (or relative to each row's largest |I|), with what the marks mean."""
-    low, high, basis = ("−max", "+max", "each row to its largest |I|, z: one scale") if per_row else (
-        fmt.score(-scale), fmt.score(scale), "99th pct of |I|, z: per row")
+    low, high, basis = (
+        ("−max", "+max", "each row to its largest |I|, z: one scale")
+        if per_row
+        else (fmt.score(-scale), fmt.score(scale), "99th pct of |I|, z: per row")
+    )
     text = Text(f"{low} ")
     for signed in range(-palette.LEVELS, palette.LEVELS + 1):
         cell = palette.cell(signed / palette.LEVELS, 1.0, no_color=no_color)
@@ -239,8 +250,10 @@ class HeatmapView(StateView):
         if request == self._pool_wanted:
             return
         self._pool_wanted = request
-        title.update(f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])}"
-                     " · reading…", layout=False)
+        title.update(
+            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · reading…",
+            layout=False,
+        )
         if self._pool_running is None:
             self._start_pooling(data, request)
 
@@ -257,8 +270,14 @@ class HeatmapView(StateView):
     def _pool(self, data: StoreData, request: tuple) -> None:
         variant, reg_index, _, rows, cols = request
         try:
-            pooled = pool_matrix(lambda tests: data.reader.influence_matrix(variant, reg_index, tests=tests),
-                                 data.n_test, data.n_train, data.scored, rows, cols)
+            pooled = pool_matrix(
+                lambda tests: data.reader.influence_matrix(variant, reg_index, tests=tests),
+                data.n_test,
+                data.n_train,
+                data.scored,
+                rows,
+                cols,
+            )
         except StoreError as error:
             self.app.call_from_thread(self._pooled_ready, request, None)
             self.app.call_from_thread(self.notify, str(error), title="Heatmap", severity="error")
@@ -276,11 +295,15 @@ class HeatmapView(StateView):
             return
         test_block = int(pooled.row_edges[1] - pooled.row_edges[0])
         train_block = int(pooled.col_edges[1] - pooled.col_edges[0])
-        block = "one pair per cell" if test_block == train_block == 1 else (
-            f"cell = {test_block}×{train_block} pairs, max |I|")
+        block = (
+            "one pair per cell"
+            if test_block == train_block == 1
+            else (f"cell = {test_block}×{train_block} pairs, max |I|")
+        )
         self.query_one("#heatmap-title", Static).update(
             f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}",
-            layout=False)
+            layout=False,
+        )
         self.canvas.show(pooled)
 
     @on(HeatmapCanvas.CursorMoved)
@@ -291,7 +314,8 @@ class HeatmapView(StateView):
             line.update("", layout=False)
             return
         self.query_one("#heatmap-legend", Static).update(
-            legend(pooled.scale, self.canvas.per_row, self.app.no_color), layout=False)
+            legend(pooled.scale, self.canvas.per_row, self.app.no_color), layout=False
+        )
         row, col = self.canvas.cursor
         tests = f"test {pooled.row_edges[row]:,}–{pooled.row_edges[row + 1] - 1:,}"
         trains = f"train {pooled.col_edges[col]:,}–{pooled.col_edges[col + 1] - 1:,}"
@@ -302,7 +326,9 @@ class HeatmapView(StateView):
             detail = f"{fmt.score(float(pooled.values[row, col]))} at test #{pair[0]} × train #{pair[1]} (enter opens)"
         extremes = "  ·  ".join(
             f"{label} {fmt.score(e.value)} at #{e.test_index}×#{e.train_index}"
-            for label, e in ((f"{MAX_MARK} max", pooled.maximum), (f"{MIN_MARK} min", pooled.minimum)) if e is not None)
+            for label, e in ((f"{MAX_MARK} max", pooled.maximum), (f"{MIN_MARK} min", pooled.minimum))
+            if e is not None
+        )
         line.update(Text(f"{tests} × {trains}: {detail}\n{extremes}"), layout=False)
 
     def table(self) -> ViewTable | None:
@@ -312,9 +338,28 @@ class HeatmapView(StateView):
         rows, cols = pooled.shape
         return ViewTable(
             name=f"heatmap-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
-            columns=["test_from", "test_to", "train_from", "train_to", "max_abs_influence", "test_index",
-                     "train_index", "invalid"],
-            rows=[[int(pooled.row_edges[r]), int(pooled.row_edges[r + 1] - 1), int(pooled.col_edges[c]),
-                   int(pooled.col_edges[c + 1] - 1), float(pooled.values[r, c]), int(pooled.test_index[r, c]),
-                   int(pooled.train_index[r, c]), bool(pooled.invalid[r, c])] for r in range(rows) for c in range(cols)],
+            columns=[
+                "test_from",
+                "test_to",
+                "train_from",
+                "train_to",
+                "max_abs_influence",
+                "test_index",
+                "train_index",
+                "invalid",
+            ],
+            rows=[
+                [
+                    int(pooled.row_edges[r]),
+                    int(pooled.row_edges[r + 1] - 1),
+                    int(pooled.col_edges[c]),
+                    int(pooled.col_edges[c + 1] - 1),
+                    float(pooled.values[r, c]),
+                    int(pooled.test_index[r, c]),
+                    int(pooled.train_index[r, c]),
+                    bool(pooled.invalid[r, c]),
+                ]
+                for r in range(rows)
+                for c in range(cols)
+            ],
         )

@@ -42,7 +42,10 @@ class LayersView(StateView):
     def update_view(self) -> None:
         data, app = self.data, self.explorer
         summary = self.query_one("#layers-summary", Static)
-        pair_chart, row_chart = self.query_one("#layers-pair-chart", Static), self.query_one("#layers-row-chart", Static)
+        pair_chart, row_chart = (
+            self.query_one("#layers-pair-chart", Static),
+            self.query_one("#layers-row-chart", Static),
+        )
         if data is None:
             summary.update(self.no_store, layout=False)
             pair_chart.update("", layout=False)
@@ -62,13 +65,29 @@ class LayersView(StateView):
         lines = [(train, charts.SELECTED_COLOUR), (helpful, charts.HELPFUL_COLOUR), (harmful, charts.HARMFUL_COLOUR)]
         summary.update(self._summary(layer_rows, totals, train, helpful, harmful), layout=False)
         no_color = self.app.no_color
-        pair_chart.update(charts.pair_bars(
-            names, layer_rows[:, train], pair_chart.size.width, pair_chart.size.height,
-            f"test #{app.test_index} × train #{train}: influence per layer", no_color), layout=False)
-        row_chart.update(charts.layer_strips(
-            names, layer_rows, lines, row_chart.size.width, row_chart.size.height,
-            f"test #{app.test_index}: all {fmt.count(row.n_scored)} scored training reviews across layers", no_color),
-            layout=False)
+        pair_chart.update(
+            charts.pair_bars(
+                names,
+                layer_rows[:, train],
+                pair_chart.size.width,
+                pair_chart.size.height,
+                f"test #{app.test_index} × train #{train}: influence per layer",
+                no_color,
+            ),
+            layout=False,
+        )
+        row_chart.update(
+            charts.layer_strips(
+                names,
+                layer_rows,
+                lines,
+                row_chart.size.width,
+                row_chart.size.height,
+                f"test #{app.test_index}: all {fmt.count(row.n_scored)} scored training reviews across layers",
+                no_color,
+            ),
+            layout=False,
+        )
 
     def _summary(self, layer_rows: np.ndarray, totals: np.ndarray, train: int, helpful: int, harmful: int) -> Text:
         """The sum check, then the key of the lines drawn over the dots."""
@@ -76,15 +95,19 @@ class LayersView(StateView):
         total = float(totals[train])
         text = Text(f"train #{train}: Σ layers {fmt.score(layer_sum)} ")
         matches = sum_matches(layer_rows[:, train], total)
-        text.append(f"= total {fmt.score(total)} ✓" if matches else f"≠ total {fmt.score(total)} ✗",
-                    style="green" if matches else "bold red")
+        text.append(
+            f"= total {fmt.score(total)} ✓" if matches else f"≠ total {fmt.score(total)} ✗",
+            style="green" if matches else "bold red",
+        )
         sums = np.sum(layer_rows, axis=0, dtype=np.float64)
         scored = np.isfinite(totals)
         gap = float(np.max(np.abs(sums[scored] - totals[scored])))
         text.append(f"   row: max |Σ − total| {gap:.2g}\n", style="dim")
-        for label, index, colour in (("selected", train, charts.SELECTED_COLOUR),
-                                     ("most helpful", helpful, charts.HELPFUL_COLOUR),
-                                     ("most harmful", harmful, charts.HARMFUL_COLOUR)):
+        for label, index, colour in (
+            ("selected", train, charts.SELECTED_COLOUR),
+            ("most helpful", helpful, charts.HELPFUL_COLOUR),
+            ("most harmful", harmful, charts.HARMFUL_COLOUR),
+        ):
             text.append("━━ ", style=f"color({colour})")
             text.append(f"{label} #{index}  ")
         text.append("⡇ all", style=f"color({charts.ALL_COLOUR})")
@@ -100,6 +123,8 @@ class LayersView(StateView):
         return ViewTable(
             name=f"layers-test{app.test_index}-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
             columns=["test_index", "train_index", *names, "total"],
-            rows=[[app.test_index, train, *(float(v) for v in rows[:, train]), float(totals[train])]
-                  for train in range(data.n_train)],
+            rows=[
+                [app.test_index, train, *(float(v) for v in rows[:, train]), float(totals[train])]
+                for train in range(data.n_train)
+            ],
         )

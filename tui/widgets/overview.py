@@ -85,22 +85,44 @@ class OverviewView(StateView):
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
         grid.add_row("Model", str(config.get("model", "?")))
-        corrupted = (f"; {fmt.count(int(data.corrupted.sum()))} training labels flipped in the corrupted variant"
-                     if data.has_corrupted else "; no corrupted-label variant")
-        grid.add_row("Data", f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} train × "
-                             f"{fmt.count(data.n_test)} test ({'/'.join(data.reader.label_names)}){corrupted}")
+        corrupted = (
+            f"; {fmt.count(int(data.corrupted.sum()))} training labels flipped in the corrupted variant"
+            if data.has_corrupted
+            else "; no corrupted-label variant"
+        )
+        grid.add_row(
+            "Data",
+            f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} train × "
+            f"{fmt.count(data.n_test)} test ({'/'.join(data.reader.label_names)}){corrupted}",
+        )
         total = run.get("total_parameters")
         of_total = f" of {fmt.parameters(int(total))}" if total else ""
         names = ", ".join(layer.name for layer in data.layers)
-        grid.add_row("Layers", Text(f"{len(data.layers)} tracked ({fmt.parameters(_tracked_parameters(data))}"
-                                    f"{of_total} parameters): {names}", no_wrap=True, overflow="ellipsis"))
-        mode = str(config.get("mode") or config.get("method") or "?").upper().replace("EKFAC", "EK-FAC").replace(
-            "KFAC", "K-FAC")
-        grid.add_row("Curvature", Text(f"{mode}, {config.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data))
+        grid.add_row(
+            "Layers",
+            Text(
+                f"{len(data.layers)} tracked ({fmt.parameters(_tracked_parameters(data))}"
+                f"{of_total} parameters): {names}",
+                no_wrap=True,
+                overflow="ellipsis",
+            ),
+        )
+        mode = (
+            str(config.get("mode") or config.get("method") or "?")
+            .upper()
+            .replace("EKFAC", "EK-FAC")
+            .replace("KFAC", "K-FAC")
+        )
+        grid.add_row(
+            "Curvature", Text(f"{mode}, {config.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data)
+        )
         metrics = data.reader.metrics()
         if metrics:
-            grid.add_row("Test", f"F1 {fmt.fraction(metrics.get('f1', float('nan')))}   "
-                                 f"accuracy {fmt.fraction(metrics.get('accuracy', float('nan')))}")
+            grid.add_row(
+                "Test",
+                f"F1 {fmt.fraction(metrics.get('f1', float('nan')))}   "
+                f"accuracy {fmt.fraction(metrics.get('accuracy', float('nan')))}",
+            )
             confusion = _confusion(metrics, data.reader.label_names)
             if confusion is not None:
                 grid.add_row("", confusion)
@@ -137,8 +159,14 @@ class OverviewView(StateView):
             return Text("Stages: waiting for the engine to start…", style="italic")
         table = Table(box=None, padding=(0, 1), title="Engine stages", title_justify="left", title_style="bold")
         table.add_column("stage", no_wrap=True, overflow="ellipsis", min_width=STAGE_NAME_WIDTH)
-        for name, justify in (("progress", "left"), ("", "right"), ("status", "left"), ("rate", "right"),
-                              ("time", "right"), ("left", "right")):
+        for name, justify in (
+            ("progress", "left"),
+            ("", "right"),
+            ("status", "left"),
+            ("rate", "right"),
+            ("time", "right"),
+            ("left", "right"),
+        ):
             table.add_column(name, justify=justify, no_wrap=True)
         for key, record, live in rows:
             table.add_row(*self._stage_cells(key, record, live))

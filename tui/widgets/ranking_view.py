@@ -72,8 +72,11 @@ class RankingView(StateView):
             self.query_one("#ranking-test", Static).update(self._header(), layout=False)
             # A new sort order starts at its top; otherwise the selected pair stays selected.
             keep = None if resorted or app.train_index == NO_PAIR else app.train_index
-            table.show(sort_rows(self._sort_keys(app.ranking_sort, shown), app.ranking_sort.descending),
-                       app.ranking_sort, cursor_row=keep)
+            table.show(
+                sort_rows(self._sort_keys(app.ranking_sort, shown), app.ranking_sort.descending),
+                app.ranking_sort,
+                cursor_row=keep,
+            )
         elif app.train_index != NO_PAIR and app.train_index != table.cursor_row:
             position = table.position_of(app.train_index)
             if position is not None:
@@ -155,10 +158,33 @@ class RankingView(StateView):
         lam = fmt.lam(data.regularizations[app.reg_index])
         return ViewTable(
             name=f"ranking-test{app.test_index}-{app.variant}-lambda{lam}",
-            columns=["variant", "lambda", "test_index", "rank", "train_index", "train_dataset_index", "influence",
-                     "train_label", "train_label_used", "corrupted", "text"],
-            rows=[[app.variant, data.regularizations[app.reg_index], app.test_index, int(self._ranks[i]) or "",
-                   int(i), int(data.train.dataset_index[i]), float(self._shown[i]), int(data.train.label[i]),
-                   int(self._labels[i]), bool(data.corrupted[i]), data.train.text[i]]
-                  for i in self.table_widget.order],
+            columns=[
+                "variant",
+                "lambda",
+                "test_index",
+                "rank",
+                "train_index",
+                "train_dataset_index",
+                "influence",
+                "train_label",
+                "train_label_used",
+                "corrupted",
+                "text",
+            ],
+            rows=[
+                [
+                    app.variant,
+                    data.regularizations[app.reg_index],
+                    app.test_index,
+                    int(self._ranks[i]) or "",
+                    int(i),
+                    int(data.train.dataset_index[i]),
+                    float(self._shown[i]),
+                    int(data.train.label[i]),
+                    int(self._labels[i]),
+                    bool(data.corrupted[i]),
+                    data.train.text[i],
+                ]
+                for i in self.table_widget.order
+            ],
         )

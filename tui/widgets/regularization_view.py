@@ -34,7 +34,9 @@ def _correlation_cell(value: float, no_color: bool) -> Text:
     if no_color:
         return Text(f"{value:+.3f}")
     colour = palette.background(palette.level(value, 1.0))
-    text_colour = palette.TEXT_ON_BRIGHT if abs(palette.level(value, 1.0)) >= palette.BRIGHT_FROM_LEVEL else palette.TEXT_ON_DARK
+    text_colour = (
+        palette.TEXT_ON_BRIGHT if abs(palette.level(value, 1.0)) >= palette.BRIGHT_FROM_LEVEL else palette.TEXT_ON_DARK
+    )
     return Text(f" {value:+.3f} ", style=Style(bgcolor=f"color({colour})", color=f"color({text_colour})"))
 
 
@@ -59,8 +61,12 @@ class RegularizationView(StateView):
         steps.update(self._steps(data, report))
         app.request_report(app.variant)
         if report is None:
-            report_widget.update(Text("Computing the correlations between neighbouring λ "
-                                      "(reads every layer's scores at every λ)…", style="italic"))
+            report_widget.update(
+                Text(
+                    "Computing the correlations between neighbouring λ (reads every layer's scores at every λ)…",
+                    style="italic",
+                )
+            )
         else:
             report_widget.update(self._report(report, stale=not app.report_is_current(app.variant)))
 
@@ -76,8 +82,10 @@ class RegularizationView(StateView):
             if report.recommended is None:
                 text.append("; no neighbouring pair is stable: no λ recommended", style="yellow")
             else:
-                text.append(f"; {RECOMMENDED_MARK} recommended λ {fmt.lam(report.recommended)}: the smallest of the "
-                            f"longest run where every layer's Spearman ≥ {report.threshold:g}")
+                text.append(
+                    f"; {RECOMMENDED_MARK} recommended λ {fmt.lam(report.recommended)}: the smallest of the "
+                    f"longest run where every layer's Spearman ≥ {report.threshold:g}"
+                )
         return text
 
     def _report(self, report: RegularizationReport, stale: bool) -> RenderableType:
@@ -85,8 +93,10 @@ class RegularizationView(StateView):
         regs = report.regularizations
         if len(regs) < 2:
             return Text("A single λ: nothing to compare.", style="italic")
-        title = Text(f"Mean influence per training review ({report.variant} labels): correlation between "
-                     "neighbouring λ", style="bold")
+        title = Text(
+            f"Mean influence per training review ({report.variant} labels): correlation between neighbouring λ",
+            style="bold",
+        )
         table = Table(box=None, padding=(0, 1))
         table.add_column("layer", no_wrap=True)
         table.add_column("", no_wrap=True)
@@ -97,8 +107,11 @@ class RegularizationView(StateView):
         for s, name in enumerate(names):
             for measure in CORRELATIONS:
                 values = getattr(report, measure)[s]
-                table.add_row(name if measure == CORRELATIONS[0] else "", measure,
-                              *(_correlation_cell(float(v), no_color) for v in values))
+                table.add_row(
+                    name if measure == CORRELATIONS[0] else "",
+                    measure,
+                    *(_correlation_cell(float(v), no_color) for v in values),
+                )
         legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
         if stale:
             legend.append("\nComputed before the latest scores landed; recomputing…", style="yellow")
@@ -112,7 +125,18 @@ class RegularizationView(StateView):
         return ViewTable(
             name=f"regularization-{report.variant}",
             columns=["variant", "series", "lambda_from", "lambda_to", "pearson", "spearman", "stable", "recommended"],
-            rows=[[report.variant, series, regs[j], regs[j + 1], float(report.pearson[s, j]),
-                   float(report.spearman[s, j]), bool(report.stable[j]), report.recommended == regs[j]]
-                  for s, series in enumerate(report.series) for j in range(len(regs) - 1)],
+            rows=[
+                [
+                    report.variant,
+                    series,
+                    regs[j],
+                    regs[j + 1],
+                    float(report.pearson[s, j]),
+                    float(report.spearman[s, j]),
+                    bool(report.stable[j]),
+                    report.recommended == regs[j],
+                ]
+                for s, series in enumerate(report.series)
+                for j in range(len(regs) - 1)
+            ],
         )

@@ -28,8 +28,13 @@ class TestsView(StateView):
     __test__ = False  # not a pytest test class, whatever its name says
     WATCHES = ("test_index", "variant", "reg_index", "content_version", "tests_sort")
     BINDINGS = [
-        Binding("slash", "focus_filter", "filter", key_display="/",
-                tooltip="type to keep the reviews whose text contains it; enter returns to the table"),
+        Binding(
+            "slash",
+            "focus_filter",
+            "filter",
+            key_display="/",
+            tooltip="type to keep the reviews whose text contains it; enter returns to the table",
+        ),
         Binding("escape", "clear_filter", "clear filter", show=False, tooltip="show every test review again"),
     ]
     COLUMNS = [
@@ -128,6 +133,16 @@ class TestsView(StateView):
         return ViewTable(
             name=f"test_reviews-{self.explorer.variant}-lambda{fmt.lam(data.regularizations[self.explorer.reg_index])}",
             columns=["test_index", "test_dataset_index", "label", "prediction", "confidence", "self_influence", "text"],
-            rows=[[int(i), int(data.test.dataset_index[i]), int(data.test.label[i]), int(data.test.prediction[i]),
-                   float(self._confidence[i]), float(self._self_influence[i]), data.test.text[i]] for i in ids],
+            rows=[
+                [
+                    int(i),
+                    int(data.test.dataset_index[i]),
+                    int(data.test.label[i]),
+                    int(data.test.prediction[i]),
+                    float(self._confidence[i]),
+                    float(self._self_influence[i]),
+                    data.test.text[i],
+                ]
+                for i in ids
+            ],
         )

@@ -55,8 +55,13 @@ class VirtualTable(ScrollView, can_focus=True):
         Binding("pagedown", "page(1)", "page down", show=False, tooltip="one screen down"),
         Binding("home,g", "jump(0)", "first", show=False, tooltip="the first row"),
         Binding("end,G", "jump(-1)", "last", show=False, tooltip="the last row"),
-        Binding("enter", "select", "open", show=False,
-                tooltip="tests: select the review; ranking, corruption: the pair side by side (or double click)"),
+        Binding(
+            "enter",
+            "select",
+            "open",
+            show=False,
+            tooltip="tests: select the review; ranking, corruption: the pair side by side (or double click)",
+        ),
         Binding("s", "next_sort", "sort column", tooltip="sort by the next column (or click a column header)"),
         Binding("o", "reverse_sort", "reverse order", tooltip="reverse the sort: most helpful ↔ most harmful first"),
     ]
@@ -251,8 +256,14 @@ class VirtualTable(ScrollView, can_focus=True):
         base = self.rich_style
         if not len(self.order):
             if position == 0:
-                return Strip([Segment(set_cell_size(self.empty_text, width),
-                                      base + self.get_component_rich_style("virtual-table--empty"))])
+                return Strip(
+                    [
+                        Segment(
+                            set_cell_size(self.empty_text, width),
+                            base + self.get_component_rich_style("virtual-table--empty"),
+                        )
+                    ]
+                )
             return Strip.blank(width, base)
         if position >= len(self.order):
             return Strip.blank(width, base)
