@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tui_fixtures import deterministic_store, heavy_work_done, settle, text_of
 
 from store.reader import StoreReader
 from store.writer import StoreWriter
-from tests.tui_fixtures import deterministic_store, heavy_work_done, settle, text_of
 from tui.app import InfluenceApp
 from tui.screens.error import DetailsScreen, StoreErrorScreen
 from tui.screens.help import HelpScreen

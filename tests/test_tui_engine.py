@@ -7,10 +7,10 @@ import threading
 import time
 
 import numpy as np
+from tui_fixtures import FakeEngine, deterministic_store, engine_config, settle, text_of
 
 from influence.errors import UserError
 from store.writer import StoreWriter
-from tests.tui_fixtures import FakeEngine, deterministic_store, engine_config, settle, text_of
 from tui.app import InfluenceApp
 from tui.engine import CANCELLED, FAILED, FINISHED
 from tui.messages import EngineProgress

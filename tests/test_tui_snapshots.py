@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tui_fixtures import deterministic_store, heavy_work_done, settle
 
-from tests.tui_fixtures import deterministic_store, heavy_work_done, settle
 from tui.app import InfluenceApp
 
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
