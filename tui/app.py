@@ -303,6 +303,7 @@ class InfluenceApp(App[None]):
     def on_unmount(self) -> None:
         """However the app ends (quit, ctrl+c, an error), the engine stops after its batch: the store stays usable."""
         self._cancel.set()
+        gc.unfreeze()  # what on_mount froze may be collected again (an app embedded in a longer process)
 
     # ------------------------------------------------------------ selection
     def _require_data(self) -> StoreData | None:
