@@ -31,7 +31,14 @@ from influence.ekfac import EkfacInfluence, Queries, ScoreBatch, TrainCache
 from influence.errors import UserError
 from influence.factors import CovarianceSums, Eigenbasis, EigenvalueSums, LayerFactors, corrected_eigenvalues
 from influence.layers import LayerSelectionError
-from influence.modeling import LoadedModel, count_parameters, load_classifier, resolve_device, weights_fingerprint
+from influence.modeling import (
+    LoadedModel,
+    count_parameters,
+    hub_offline,
+    load_classifier,
+    resolve_device,
+    weights_fingerprint,
+)
 from influence.progress import Cancelled, ProgressCallback, ProgressEvent, check_cancel, report
 from store.checkpoint import load_checkpoint, remove_checkpoint, remove_checkpoints, save_checkpoint
 from store.errors import StoreWriteError
@@ -144,6 +151,29 @@ def _load_model_and_data(
     return load_classifier(str(folder), trust_remote_code=False, device=device), data
 
 
+def _check_preset_sources(config: RunConfig) -> None:
+    """Offline, say up front which of a preset's hub sources are missing from the cache, and how to get them."""
+    from huggingface_hub import try_to_load_from_cache
+
+    missing = []
+    if not isinstance(try_to_load_from_cache(config.model, "config.json"), str):
+        missing.append(f"the model {config.model} (`hf download {config.model}`)")
+    try:
+        import datasets
+
+        datasets.load_dataset_builder(config.dataset)
+    except Exception:  # any failure here means: not usable offline
+        missing.append(
+            f"the dataset {config.dataset} (`python -c \"import datasets; datasets.load_dataset('{config.dataset}')\"`)"
+        )
+    if missing:
+        raise UserError(
+            f"--preset {config.preset} needs {' and '.join(missing)} from the Hugging Face hub, which is offline "
+            "and not in the local cache: run those commands on a connected machine and copy its cache "
+            "(~/.cache/huggingface, or set HF_HOME), or pass --model/--dataset with local copies"
+        )
+
+
 def prepare(
     config: RunConfig,
     progress: Optional[ProgressCallback] = None,
@@ -151,6 +181,8 @@ def prepare(
 ) -> Analysis:
     """Load the model and data, choose the layers, tokenize, and describe the store to write."""
     device = resolve_device(config.device)
+    if config.preset and hub_offline():
+        _check_preset_sources(config)
     loaded, data = _load_model_and_data(config, device, progress, cancel)
     try:
         engines = {

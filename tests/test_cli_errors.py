@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
+from store.reader import StoreReader
+from store.writer import StoreWriter
 
-from influence.cli import main
+from influence.cli import build_parser, config_from_args, main
+from influence.pipeline import prepare
 
 SMALL = ["--num-train", "8", "--num-test", "4", "--batch-size", "4", "--max-length", "32", "--sweep", "1e-3"]
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,3 +176,62 @@ def test_the_real_process_prints_no_traceback(finished):
         "influence-explorer: error: model folder ./no/such/model does not exist"
     ]
     assert result.stdout == ""
+
+
+def test_the_notebook_preset_offline_says_what_is_missing(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--preset", "notebook", "--export", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1
+    assert "assemblyai/distilbert-base-uncased-sst2" in error and "dataset imdb" in error and "hf download" in error
+
+
+FILE_SIZE_LIMIT = """
+import resource, signal, sys
+from influence.cli import build_parser, config_from_args, main
+from influence.pipeline import prepare
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
+limit = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+main(sys.argv[2:])
+"""
+
+
+def test_a_full_disk_ends_with_a_clear_message_and_a_readable_store(finished, tmp_path):
+    """Files may not grow past a limit (as on a full disk): the run stops with one line, and
+    what was computed before stays readable; without the limit the same command finishes."""
+    out = tmp_path / "out"
+    data = write_csv_folder(tmp_path / "csv", corpus_rows(num_train=200, num_test=60))  # scores worth half a megabyte
+    arguments = ["--export", str(out), "--model", str(finished["model"]), "--dataset", str(data)] + SMALL
+    arguments[arguments.index("--num-train") + 1] = "200"
+    arguments[arguments.index("--num-test") + 1] = "60"
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    reference = tmp_path / "reference"
+    main(["--export", str(reference)] + arguments[2:])
+    finished_size = (reference / "influence.h5").stat().st_size
+    analysis = prepare(config_from_args(build_parser().parse_args(arguments)))
+    with StoreWriter.create(tmp_path / "fresh.h5", analysis.layout):
+        created_size = (tmp_path / "fresh.h5").stat().st_size
+    limit = (created_size + finished_size) // 2  # room to create the store, not to finish it
+    result = subprocess.run(
+        [sys.executable, "-c", FILE_SIZE_LIMIT, str(limit)] + arguments,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("influence-explorer: error: ") and "File too large" in error, result.stderr[-2000:]
+    with StoreReader(out / "influence.h5") as reader:
+        done = [key for key, record in reader.stages().items() if record.status == "done"]
+        assert "predictions" in done and reader.metrics() is not None, (error, reader.stages())
+    rerun = subprocess.run(
+        [sys.executable, "-m", "influence.cli"] + arguments,
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
