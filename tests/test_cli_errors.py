@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
-from store.reader import StoreReader
-from store.writer import StoreWriter
 
 from influence.cli import build_parser, config_from_args, main
 from influence.pipeline import prepare
+from store.reader import StoreReader
+from store.writer import StoreWriter
 
 SMALL = ["--num-train", "8", "--num-test", "4", "--batch-size", "4", "--max-length", "32", "--sweep", "1e-3"]
 ROOT = Path(__file__).resolve().parents[1]
