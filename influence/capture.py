@@ -98,14 +98,15 @@ class LayerCapture:
 
         return hook
 
-    def tokens(self, layer: TrackedLayer, attention_mask: Optional[torch.Tensor]) -> LayerTokens:
-        """The captured matrices of ``layer`` as (B, T, ·) tensors with padding masked out."""
+    def tokens(self, layer: TrackedLayer, attention_mask: Optional[torch.Tensor], dtype: torch.dtype) -> LayerTokens:
+        """The captured matrices of ``layer`` as (B, T, ·) tensors in ``dtype`` with padding masked out
+        (under autocast the model computes in bf16, the factors are accumulated in ``dtype``)."""
         captured = self._captured.get(layer.name)
         if captured is None or captured.inputs is None:
             raise RuntimeError(f"layer {layer.name!r} was not called in the forward pass")
         if not captured.gradients:
             raise RuntimeError(f"layer {layer.name!r} received no gradient: it does not reach the loss")
-        inputs = captured.inputs
+        inputs = captured.inputs.to(dtype)
         batch = inputs.shape[0]
         mask = _token_mask(inputs.shape, attention_mask, inputs.device)
         tokens = mask.shape[1]
@@ -114,7 +115,7 @@ class LayerCapture:
             ones = activations.new_ones(batch, tokens, 1)
             activations = torch.cat([activations, ones], dim=2)
         weights = mask.unsqueeze(2).to(activations.dtype)
-        gradients = [g.reshape(batch, tokens, layer.out_features) * weights for g in captured.gradients]
+        gradients = [g.to(dtype).reshape(batch, tokens, layer.out_features) * weights for g in captured.gradients]
         return LayerTokens(activations * weights, gradients, mask)
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
 from influence.config import (
+    AUTOCAST_CHOICES,
     DEFAULT_REGULARIZATION,
     DEFAULT_SWEEP,
     FISHER_CHOICES,
@@ -82,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine.add_argument("--fisher", choices=FISHER_CHOICES)
     engine.add_argument("--mode", choices=MODE_CHOICES)
+    engine.add_argument(
+        "--autocast", choices=AUTOCAST_CHOICES, help="forward passes in bf16 (factors and scores stay float32)"
+    )
     engine.add_argument("--regularization", type=float, metavar="λ", help=f"default {DEFAULT_REGULARIZATION:g}")
     engine.add_argument(
         "--sweep", type=_float_list, metavar="λ1,λ2,...", help=f"default {','.join(f'{v:g}' for v in DEFAULT_SWEEP)}"
@@ -117,6 +121,7 @@ CONFIG_OPTIONS = (
     "layers",
     "fisher",
     "mode",
+    "autocast",
     "regularization",
     "sweep",
     "store",

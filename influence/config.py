@@ -22,6 +22,7 @@ DEFAULT_STORE_NAME = "influence.h5"
 CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests point it at a temporary one)
 FISHER_CHOICES = ("exact", "sampled", "empirical")
 MODE_CHOICES = ("ekfac", "kfac")
+AUTOCAST_CHOICES = ("bf16",)
 DEFAULT_REGULARIZATION = 1e-5
 DEFAULT_SWEEP = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 SCORE_BLOCK_TARGET = 64  # train examples per scores write (rounded to whole batches)
@@ -50,6 +51,7 @@ class RunConfig:
     layers: Optional[list[str]] = None
     fisher: str = "exact"
     mode: str = "ekfac"
+    autocast: Optional[str] = None
     regularization: float = DEFAULT_REGULARIZATION
     sweep: list[float] = field(default_factory=lambda: list(DEFAULT_SWEEP))
     corrupt: Optional[str] = "all"
@@ -88,6 +90,11 @@ class RunConfig:
     @property
     def score_block(self) -> int:
         return self.batch_size * max(1, round(SCORE_BLOCK_TARGET / self.batch_size))
+
+    @property
+    def uses_cache_store(self) -> bool:
+        """Neither --store nor --export: the store lives in (and belongs to) the user cache."""
+        return not self.store and not self.export
 
     def store_path(self) -> Path:
         """--store, else OUT/influence.h5 with --export, else a folder of the user cache named
@@ -129,6 +136,8 @@ class RunConfig:
             raise UserError(f"--fisher must be one of {', '.join(FISHER_CHOICES)} (got {self.fisher!r})")
         if self.mode not in MODE_CHOICES:
             raise UserError(f"--mode must be one of {', '.join(MODE_CHOICES)} (got {self.mode!r})")
+        if self.autocast is not None and self.autocast not in AUTOCAST_CHOICES:
+            raise UserError(f"--autocast must be one of {', '.join(AUTOCAST_CHOICES)} (got {self.autocast!r})")
         check_regularization(self.regularization, "--regularization")
         if not self.sweep:
             raise UserError("--sweep needs at least one value")

@@ -169,7 +169,9 @@ class EkfacInfluence:
     the model, seeded) or ``"empirical"`` (the true labels). ``mode``: ``"ekfac"`` or
     ``"kfac"``; both are scaled so that a regularization value means the same in each.
     ``cache_bytes`` bounds the token matrices kept between passes over the same training
-    batches (0 disables the cache; results are identical either way).
+    batches (0 disables the cache; results are identical either way). ``autocast_dtype``
+    (e.g. ``torch.bfloat16``) runs the model's forward pass under autocast; covariances,
+    eigendecompositions and scores stay in ``factor_dtype``.
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class EkfacInfluence:
         seed: int = 0,
         factor_dtype: Optional[torch.dtype] = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        autocast_dtype: Optional[torch.dtype] = None,
     ):
         if fisher not in FISHER_KINDS:
             raise ValueError(f"unknown Fisher {fisher!r}: choose one of {', '.join(FISHER_KINDS)}")
@@ -196,6 +199,7 @@ class EkfacInfluence:
         self.factor_dtype = factor_dtype or first.dtype
         self.factors: dict[str, LayerFactors] = {}
         self.cache_bytes = cache_bytes
+        self.autocast_dtype = autocast_dtype
         self.train_cache: Optional[TrainCache] = None
 
     # ------------------------------------------------------------------ basics
@@ -225,15 +229,17 @@ class EkfacInfluence:
         """One forward pass and one backward pass per basis vector of the logit space."""
         batch = self._to_device(batch)
         inputs = model_inputs(batch)
+        autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
         with LayerCapture(self.layers) as capture:
-            logits = logits_of(self.model(**inputs))
+            with autocast:
+                logits = logits_of(self.model(**inputs))
             vectors = logit_vectors(logits)
             basis = vectors.basis.to(logits.dtype)
             count = basis.shape[1]
             for j in range(count):
                 logits.backward(basis[:, j].expand_as(logits), retain_graph=j < count - 1)
             mask = inputs.get("attention_mask")
-            tokens = {layer.name: capture.tokens(layer, mask) for layer in self.layers}
+            tokens = {layer.name: capture.tokens(layer, mask, self.factor_dtype) for layer in self.layers}
         return tokens, vectors, batch
 
     def _fisher_vectors(

@@ -41,13 +41,14 @@ from influence.modeling import (
 )
 from influence.progress import Cancelled, ProgressCallback, ProgressEvent, check_cancel, report
 from store.checkpoint import load_checkpoint, remove_checkpoint, remove_checkpoints, save_checkpoint
-from store.errors import StoreWriteError
+from store.errors import StoreMismatch, StoreWriteError
 from store.layout import VARIANT_CLEAN, ExampleTable, LayerInfo, StoreLayout
 from store.schema import STAGES, stage_key
 from store.writer import StoreWriter
 
 STAGE_PREDICTIONS, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_CORRECTION, STAGE_QUERIES, STAGE_SCORES = STAGES
 LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
 INFERENCE_BATCH = 64  # examples per forward pass when only predictions are needed
 CACHE_MEMORY_FRACTION = 0.25  # of the memory free on the device, for token matrices kept between passes
@@ -186,7 +187,14 @@ def prepare(
     loaded, data = _load_model_and_data(config, device, progress, cancel)
     try:
         engines = {
-            variant: EkfacInfluence(loaded.model, config.layers, config.fisher, config.mode, seed=config.seed)
+            variant: EkfacInfluence(
+                loaded.model,
+                config.layers,
+                config.fisher,
+                config.mode,
+                seed=config.seed,
+                autocast_dtype=AUTOCAST_DTYPES.get(config.autocast),
+            )
             for variant in config.factor_variants
         }
     except LayerSelectionError as error:
@@ -657,7 +665,7 @@ def run_pipeline(
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         remove_checkpoints(path)  # left by an earlier store of that name
-    with StoreWriter.open_or_create(path, analysis.layout) as writer:
+    with _open_writer(path, analysis.layout, owned=config.uses_cache_store) as writer:
         StageRunner(analysis, writer, progress, cancel).run()
         writer.write_summary(
             "run",
@@ -674,6 +682,18 @@ def run_pipeline(
         )
     remove_checkpoints(path)
     return path
+
+
+def _open_writer(path: Path, layout: StoreLayout, owned: bool) -> StoreWriter:
+    """Resume or create the store. A store the user named is never replaced; one in our own
+    cache that belongs to another run (the demo model was retrained, say) is recreated."""
+    try:
+        return StoreWriter.open_or_create(path, layout)
+    except StoreMismatch:
+        if not owned:
+            raise
+    remove_checkpoints(path)
+    return StoreWriter.create(path, layout)
 
 
 def _check_writable(folder: Path) -> None:

@@ -24,11 +24,11 @@ def corpus_rows(num_train: int = 120, num_test: int = 40) -> dict[str, list[dict
     }
 
 
-def save_tiny_model(folder: Path, rows: dict[str, list[dict]], max_length: int = 64) -> Path:
+def save_tiny_model(folder: Path, rows: dict[str, list[dict]], max_length: int = 64, seed: int = ASSET_SEED) -> Path:
     """An untrained tiny DistilBERT classifier with its own tokenizer, via save_pretrained."""
     import torch
 
-    torch.manual_seed(ASSET_SEED)
+    torch.manual_seed(seed)
     texts = [r["text"] for r in rows["train"]]
     tokenizer = build_tokenizer(texts, max_length, TINY_SETTINGS)
     model = build_model(len(tokenizer), LABEL_NAMES, max_length, TINY_SETTINGS)

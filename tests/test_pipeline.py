@@ -22,6 +22,7 @@ from influence.cli import main
 from influence.config import RunConfig
 from influence.ekfac import EkfacInfluence
 from influence.pipeline import prepare, run_pipeline
+from store.errors import StoreMismatch
 from store.reader import StoreReader
 
 SMALL = ["--num-train", "24", "--num-test", "6", "--batch-size", "4", "--max-length", "48", "--sweep", "1e-4,1e-2"]
@@ -226,3 +227,30 @@ def test_model_is_recorded_with_its_predictions(assets, tmp_path):
         assert reader.metrics()["accuracy"] == pytest.approx(float((test.prediction == test.label).mean()))
         summary = reader.summary("run")
         assert summary["tracked_parameters"] == analysis.engine.tracked_parameters
+
+
+def test_a_cache_store_of_another_run_is_recreated_but_a_named_one_is_not(assets, tmp_path, monkeypatch):
+    """The UI's stores live in the user cache and are ours to replace; a --store is the user's."""
+    monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE", str(tmp_path / "cache"))
+    common = dict(
+        model=str(assets["model"]),
+        dataset=str(assets["csv"]),
+        num_train=8,
+        num_test=4,
+        batch_size=4,
+        max_length=32,
+        sweep=[1e-3],
+    )
+    config = RunConfig(**common).validate()
+    path = run_pipeline(config)
+    assert path.is_relative_to(tmp_path / "cache")
+    other = save_tiny_model(tmp_path / "other-model", assets["rows"], seed=9)
+    # Same settings, other weights: the same cache path, another run.
+    retrained = RunConfig(**{**common, "model": str(other)}).validate()
+    monkeypatch.setattr(RunConfig, "store_path", lambda self: path)
+    assert run_pipeline(retrained) == path
+    with StoreReader(path) as reader:
+        assert reader.stages()["scores"].status == "done"
+    named = RunConfig(**common, store=str(path)).validate()
+    with pytest.raises(StoreMismatch):
+        run_pipeline(named)

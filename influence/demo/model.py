@@ -67,7 +67,10 @@ def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSetting
     core.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
     core.pre_tokenizer = pre_tokenizers.Whitespace()
     trainer = trainers.WordLevelTrainer(
-        vocab_size=settings.vocab_size, min_frequency=settings.min_frequency, special_tokens=list(SPECIAL_TOKENS)
+        vocab_size=settings.vocab_size,
+        min_frequency=settings.min_frequency,
+        special_tokens=list(SPECIAL_TOKENS),
+        show_progress=False,  # the UI may be on screen: progress is ours to show
     )
     core.train_from_iterator(texts, trainer)
     cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
