@@ -1,0 +1,138 @@
+"""The notebook's scale on an accelerator: every stage timed, and bf16 autocast against fp32.
+
+DistilBERT-base (random init, fixed seed), 512-token padded reviews of random lengths,
+100 train x 100 test, the FFN + pre_classifier + classifier layers, a four-value sweep.
+Prints each stage's time for fp32 and for bf16 autocast, the floor of the same run
+(plain forward+backward passes and float64 eigendecompositions), peak device memory,
+and the agreement of the bf16 influences with the fp32 ones (Pearson, Spearman).
+Needs only torch and transformers, so that it runs on a bare GPU machine:
+
+    python benchmarks/gpu.py --device cuda [--json OUT.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from engine import plain_passes  # noqa: E402
+from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
+
+from influence import EkfacInfluence  # noqa: E402
+from influence.ekfac import TrainCache  # noqa: E402
+
+NOTEBOOK = replace(WORKLOADS["base"], name="notebook", seq=512, train=100, test=100, batch=8)
+SWEEP = [1e-15, 1e-9, 1e-5, 1.0]  # the notebook appendix's values
+MAIN_REGULARIZATION = 1e-5
+GPU_CACHE_BYTES = 48 * 2**30
+
+
+def synchronized(device: torch.device) -> Callable[[], None]:
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+
+
+def timed(sync: Callable[[], None], function, *args, **kwargs):
+    sync()
+    start = time.perf_counter()
+    result = function(*args, **kwargs)
+    sync()
+    return result, time.perf_counter() - start
+
+
+def run_engine(model, train, test, device, autocast: torch.dtype | None) -> tuple[dict[str, float], torch.Tensor]:
+    """All stages; returns the seconds per stage and the scores (λ, n_test, n_train)."""
+    sync = synchronized(device)
+    engine = EkfacInfluence(model, TRACKED_PATTERNS, autocast_dtype=autocast, cache_bytes=GPU_CACHE_BYTES)
+    cache = TrainCache(GPU_CACHE_BYTES if device.type == "cuda" else 2 * 2**30)
+    stages: dict[str, float] = {}
+    covariance, stages["covariance"] = timed(sync, engine.accumulate_covariance, train, cache=cache)
+    eigen, stages["eigendecomposition"] = timed(sync, engine.eigendecompose, covariance)
+    corrections, stages["eigenvalue_correction"] = timed(sync, engine.accumulate_eigenvalues, train, eigen, cache=cache)
+    engine.set_factors(covariance, eigen, corrections)
+    queries, stages["queries"] = timed(sync, engine.query_gradients, test)
+    blocks, stages["scores"] = timed(sync, lambda: list(engine.iter_scores(queries, train, SWEEP, cache=cache)))
+    scores = torch.cat([b.total[0] for b in blocks], dim=-1)  # (λ, n_test, n_train)
+    return stages, scores
+
+
+def ranks(values: torch.Tensor) -> torch.Tensor:
+    order = values.argsort()
+    result = torch.empty_like(values)
+    result[order] = torch.arange(len(values), dtype=values.dtype, device=values.device)
+    return result
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.corrcoef(torch.stack([a.flatten().double(), b.flatten().double()]))[0, 1])
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    return pearson(ranks(a.flatten().double()), ranks(b.flatten().double()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--small", action="store_true", help="a tiny stand-in workload, to try the script on a CPU")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    workload = replace(WORKLOADS["tiny"], train=16, test=8) if args.small else NOTEBOOK
+    model = build_model(workload).to(device)
+    train = build_batches(workload, workload.train, seed=1)
+    test = build_batches(workload, workload.test, seed=2)
+    sync = synchronized(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    print(f"{workload.name}: dim {workload.dim}, {workload.layers} layers, seq {workload.seq}, "
+          f"{workload.train} train x {workload.test} test, batch {workload.batch}, "
+          f"{tracked_parameters(model):,} tracked parameters; sweep {SWEEP}")
+    print(f"device: {name}; torch {torch.__version__}")
+
+    plain_passes(model, train[:1])  # warm-up (kernels, allocator)
+    run_engine(model, train[:1], test[:1], device, None)
+    _, floor_train = timed(sync, plain_passes, model, train)
+    _, floor_test = timed(sync, plain_passes, model, test)
+
+    results = {}
+    for label, autocast in (("fp32", None), ("bf16", torch.bfloat16)):
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        stages, scores = run_engine(model, train, test, device, autocast)
+        peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+        results[label] = {"stages": stages, "total": sum(stages.values()), "peak_gib": peak, "scores": scores}
+
+    eigen_floor = results["fp32"]["stages"]["eigendecomposition"]
+    floor = 3 * floor_train + floor_test + eigen_floor
+    print(f"\n{'stage':<24}{'fp32 s':>10}{'bf16 s':>10}")
+    for stage in results["fp32"]["stages"]:
+        print(f"{stage:<24}{results['fp32']['stages'][stage]:>10.2f}{results['bf16']['stages'][stage]:>10.2f}")
+    print(f"{'total':<24}{results['fp32']['total']:>10.2f}{results['bf16']['total']:>10.2f}")
+    print(f"{'peak memory GiB':<24}{results['fp32']['peak_gib']:>10.1f}{results['bf16']['peak_gib']:>10.1f}")
+    print(f"floor (fp32): 3 x train pass {floor_train:.2f} + test pass {floor_test:.2f} + eigh {eigen_floor:.2f} "
+          f"= {floor:.2f} s; total/floor {results['fp32']['total'] / floor:.2f}")
+    agreement = {}
+    print(f"\n{'λ':>8}  {'Pearson bf16~fp32':>18}  {'Spearman':>9}  finite fp32/bf16")
+    for k, reg in enumerate(SWEEP):
+        a, b = results["fp32"]["scores"][k], results["bf16"]["scores"][k]
+        finite = bool(torch.isfinite(a).all()), bool(torch.isfinite(b).all())
+        agreement[str(reg)] = {"pearson": pearson(a, b), "spearman": spearman(a, b), "finite": finite}
+        print(f"{reg:>8g}  {agreement[str(reg)]['pearson']:>18.5f}  {agreement[str(reg)]['spearman']:>9.5f}  {finite}")
+    if args.json:
+        figures = {label: {k: v for k, v in r.items() if k != "scores"} for label, r in results.items()}
+        figures.update(device=name, torch=torch.__version__, floor=floor, agreement=agreement,
+                       workload=workload.__dict__)
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
