@@ -46,7 +46,9 @@ def plain_passes(model: torch.nn.Module, batches: list[dict]) -> None:
     for p in model.parameters():
         p.requires_grad_(p in tracked)
     try:
+        device = next(model.parameters()).device
         for batch in batches:
+            batch = {k: v.to(device) for k, v in batch.items()}
             inputs = {k: v for k, v in batch.items() if k != "labels"}
             logits = model(**inputs).logits
             torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()

@@ -99,7 +99,8 @@ def main() -> None:
     print(f"device: {name}; torch {torch.__version__}")
 
     plain_passes(model, train[:1])  # warm-up (kernels, allocator)
-    run_engine(model, train[:1], test[:1], device, None)
+    for autocast in (None, torch.bfloat16):
+        run_engine(model, train[:1], test[:1], device, autocast)
     _, floor_train = timed(sync, plain_passes, model, train)
     _, floor_test = timed(sync, plain_passes, model, test)
 

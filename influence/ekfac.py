@@ -474,8 +474,10 @@ class EkfacInfluence:
                 inverse = torch.stack([self.factors[name].inverse_weights(reg).flatten() for reg in regularizations])
                 for v, coords in enumerate(coordinates):
                     gradients = combine(rotated, coords).flatten(1)
-                    weighted = gradients.unsqueeze(0) * inverse.unsqueeze(1)
-                    layers[v, :, layer_index] = query @ weighted.transpose(1, 2)
+                    weighted = gradients.unsqueeze(0) * inverse.unsqueeze(1)  # (λ, batch, parameters)
+                    # One product reading the queries once: (λ·batch, P) @ (P, n_test).
+                    products = weighted.reshape(-1, weighted.shape[-1]) @ query.T
+                    layers[v, :, layer_index] = products.reshape(len(regularizations), size, -1).transpose(1, 2)
                     self_influence[v] += (weighted * gradients).sum(dim=2)
             yield ScoreBatch(index, layers, self_influence)
 
