@@ -34,13 +34,18 @@ class _PlainReporter:
         self.stream = stream
         self.started: dict[str, float] = {}
         self.last_line: dict[str, float] = {}
+        self.finished: set[str] = set()
 
     def __call__(self, event: ProgressEvent) -> None:
         now = time.monotonic()
         self.started.setdefault(event.stage, now)
         finished = event.total is not None and event.done >= event.total
+        if finished and event.stage in self.finished:
+            return
         if not finished and now - self.last_line.get(event.stage, 0.0) < PLAIN_INTERVAL_SECONDS:
             return
+        if finished:
+            self.finished.add(event.stage)
         self.last_line[event.stage] = now
         elapsed = now - self.started[event.stage]
         of = f"/{event.total}" if event.total is not None else ""
