@@ -16,6 +16,7 @@ from influence.config import (
     AUTOCAST_CHOICES,
     DEFAULT_REGULARIZATION,
     DEFAULT_SWEEP,
+    EIGEN_PRECISION_CHOICES,
     FISHER_CHOICES,
     MODE_CHOICES,
     PRESETS,
@@ -86,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--autocast", choices=AUTOCAST_CHOICES, help="forward passes in bf16 (factors and scores stay float32)"
     )
+    engine.add_argument(
+        "--eigen-precision",
+        choices=EIGEN_PRECISION_CHOICES,
+        help="float32: faster eigendecompositions, each checked and redone in float64 when not accurate",
+    )
     engine.add_argument("--regularization", type=float, metavar="λ", help=f"default {DEFAULT_REGULARIZATION:g}")
     engine.add_argument(
         "--sweep", type=_float_list, metavar="λ1,λ2,...", help=f"default {','.join(f'{v:g}' for v in DEFAULT_SWEEP)}"
@@ -122,6 +128,7 @@ CONFIG_OPTIONS = (
     "fisher",
     "mode",
     "autocast",
+    "eigen_precision",
     "regularization",
     "sweep",
     "store",

@@ -23,6 +23,7 @@ CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests
 FISHER_CHOICES = ("exact", "sampled", "empirical")
 MODE_CHOICES = ("ekfac", "kfac")
 AUTOCAST_CHOICES = ("bf16",)
+EIGEN_PRECISION_CHOICES = ("float64", "float32")
 DEFAULT_REGULARIZATION = 1e-5
 DEFAULT_SWEEP = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 SCORE_BLOCK_TARGET = 64  # train examples per scores write (rounded to whole batches)
@@ -52,6 +53,7 @@ class RunConfig:
     fisher: str = "exact"
     mode: str = "ekfac"
     autocast: Optional[str] = None
+    eigen_precision: str = "float64"
     regularization: float = DEFAULT_REGULARIZATION
     sweep: list[float] = field(default_factory=lambda: list(DEFAULT_SWEEP))
     corrupt: Optional[str] = "all"
@@ -138,6 +140,10 @@ class RunConfig:
             raise UserError(f"--mode must be one of {', '.join(MODE_CHOICES)} (got {self.mode!r})")
         if self.autocast is not None and self.autocast not in AUTOCAST_CHOICES:
             raise UserError(f"--autocast must be one of {', '.join(AUTOCAST_CHOICES)} (got {self.autocast!r})")
+        if self.eigen_precision not in EIGEN_PRECISION_CHOICES:
+            raise UserError(
+                f"--eigen-precision must be one of {', '.join(EIGEN_PRECISION_CHOICES)} (got {self.eigen_precision!r})"
+            )
         check_regularization(self.regularization, "--regularization")
         if not self.sweep:
             raise UserError("--sweep needs at least one value")

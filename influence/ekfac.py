@@ -24,6 +24,7 @@ from torch import nn
 
 from influence.capture import LayerCapture, LayerTokens
 from influence.factors import (
+    EIGEN_PRECISIONS,
     MODES,
     CovarianceSums,
     Eigenbasis,
@@ -171,7 +172,9 @@ class EkfacInfluence:
     ``cache_bytes`` bounds the token matrices kept between passes over the same training
     batches (0 disables the cache; results are identical either way). ``autocast_dtype``
     (e.g. ``torch.bfloat16``) runs the model's forward pass under autocast; covariances,
-    eigendecompositions and scores stay in ``factor_dtype``.
+    eigendecompositions and scores stay in ``factor_dtype``. ``eigen_precision="float32"``
+    decomposes in float32 where a residual and orthogonality check passes (else in
+    float64): about twice as fast on a CPU, at the accuracy the tests measure.
     """
 
     def __init__(
@@ -184,6 +187,7 @@ class EkfacInfluence:
         factor_dtype: Optional[torch.dtype] = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         autocast_dtype: Optional[torch.dtype] = None,
+        eigen_precision: str = "float64",
     ):
         if fisher not in FISHER_KINDS:
             raise ValueError(f"unknown Fisher {fisher!r}: choose one of {', '.join(FISHER_KINDS)}")
@@ -199,7 +203,10 @@ class EkfacInfluence:
         self.factor_dtype = factor_dtype or first.dtype
         self.factors: dict[str, LayerFactors] = {}
         self.cache_bytes = cache_bytes
+        if eigen_precision not in EIGEN_PRECISIONS:
+            raise ValueError(f"unknown eigen precision {eigen_precision!r}: choose {', '.join(EIGEN_PRECISIONS)}")
         self.autocast_dtype = autocast_dtype
+        self.eigen_precision = eigen_precision
         self.train_cache: Optional[TrainCache] = None
 
     # ------------------------------------------------------------------ basics
@@ -320,7 +327,7 @@ class EkfacInfluence:
         eigen = {}
         for done, layer in enumerate(self.layers, start=1):
             check_cancel(cancel)
-            eigen[layer.name] = Eigenbasis.of(sums[layer.name], self.factor_dtype)
+            eigen[layer.name] = Eigenbasis.of(sums[layer.name], self.factor_dtype, self.eigen_precision)
             report(progress, ProgressEvent(STAGE_EIGEN, done, len(self.layers), "layers", layer.name))
         return eigen
 

@@ -21,6 +21,10 @@ from influence.capture import LayerTokens
 
 MODES = ("ekfac", "kfac")
 EIGEN_DTYPE = torch.float64
+EIGEN_PRECISIONS = ("float64", "float32")
+# A float32 eigendecomposition is kept only when its relative residual ‖AQ − QΛ‖/‖A‖ and its
+# loss of orthogonality ‖QᵀQ − I‖/√d both stay below this; otherwise it is redone in float64.
+FLOAT32_EIGEN_TOLERANCE = 1e-5
 
 
 def combine(basis_tensors: list[torch.Tensor], coordinates: torch.Tensor) -> torch.Tensor:
@@ -70,12 +74,13 @@ class Eigenbasis:
     gradient_values: torch.Tensor
 
     @classmethod
-    def of(cls, sums: CovarianceSums, dtype: torch.dtype) -> "Eigenbasis":
-        """Decompose in float64 whatever the model's dtype: small eigenvalues decide the inverse."""
+    def of(cls, sums: CovarianceSums, dtype: torch.dtype, precision: str = "float64") -> "Eigenbasis":
+        """Decompose in float64 whatever the model's dtype (small eigenvalues decide the inverse),
+        or, with ``precision="float32"``, in float32 where a check shows it is as good."""
         if sums.tokens == 0:
             raise ValueError("no tokens were seen: the covariance is empty")
-        a_values, a_vectors = _symmetric_eigh(sums.activation / sums.tokens)
-        s_values, s_vectors = _symmetric_eigh(sums.gradient / sums.tokens)
+        a_values, a_vectors = symmetric_eigh(sums.activation / sums.tokens, precision)
+        s_values, s_vectors = symmetric_eigh(sums.gradient / sums.tokens, precision)
         return cls(a_vectors.to(dtype), a_values.to(dtype), s_vectors.to(dtype), s_values.to(dtype))
 
     def rotate(self, tokens: LayerTokens) -> list[torch.Tensor]:
@@ -103,10 +108,29 @@ class Eigenbasis:
         ]
 
 
-def _symmetric_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    matrix = matrix.to(EIGEN_DTYPE)
-    values, vectors = torch.linalg.eigh(0.5 * (matrix + matrix.T))
+def symmetric_eigh(matrix: torch.Tensor, precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
+    """Eigenvalues (clamped at 0: the matrices are covariances) and eigenvectors of a symmetric matrix."""
+    if precision not in EIGEN_PRECISIONS:
+        raise ValueError(f"unknown eigendecomposition precision {precision!r}: choose {', '.join(EIGEN_PRECISIONS)}")
+    if precision == "float32":
+        single = _symmetrized(matrix.to(torch.float32))
+        values, vectors = torch.linalg.eigh(single)
+        if eigh_error(single, values, vectors) <= FLOAT32_EIGEN_TOLERANCE:
+            return values.clamp_min(0.0), vectors
+    values, vectors = torch.linalg.eigh(_symmetrized(matrix.to(EIGEN_DTYPE)))
     return values.clamp_min(0.0), vectors
+
+
+def eigh_error(matrix: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> float:
+    """The larger of the relative residual and the normalised loss of orthogonality."""
+    identity = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+    residual = (matrix @ vectors - vectors * values).norm() / matrix.norm().clamp_min(torch.finfo(matrix.dtype).tiny)
+    orthogonality = (vectors.T @ vectors - identity).norm() / matrix.shape[0] ** 0.5
+    return float(torch.maximum(residual, orthogonality))
+
+
+def _symmetrized(matrix: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (matrix + matrix.T)
 
 
 @dataclass

@@ -194,6 +194,7 @@ def prepare(
                 config.mode,
                 seed=config.seed,
                 autocast_dtype=AUTOCAST_DTYPES.get(config.autocast),
+                eigen_precision=config.eigen_precision,
             )
             for variant in config.factor_variants
         }
@@ -453,7 +454,7 @@ class StageRunner:
                 if name in eigen:
                     continue
                 check_cancel(self.cancel)
-                basis = Eigenbasis.of(covariance[name], engine.factor_dtype)
+                basis = Eigenbasis.of(covariance[name], engine.factor_dtype, engine.eigen_precision)
                 for field, attr in EIGEN_FIELDS.items():
                     self.writer.write_factor(variant, index, field, _numpy(getattr(basis, attr)))
                 eigen[name] = basis
