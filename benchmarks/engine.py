@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", choices=("ekfac", "kfac"), default="ekfac")
     parser.add_argument("--fisher", choices=("exact", "sampled", "empirical"), default="exact")
+    parser.add_argument("--eigen-precision", choices=("float64", "float32"), default="float64")
     parser.add_argument(
         "--cache-mib",
         type=int,
@@ -95,7 +96,9 @@ def main() -> None:
     _, floor_test = timed(plain_passes, model, test)
     floor_rss = peak_rss_mb()
 
-    engine = EkfacInfluence(model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode)
+    engine = EkfacInfluence(
+        model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode, eigen_precision=args.eigen_precision
+    )
     cache = TrainCache(args.cache_mib * 2**20)
     stages: dict[str, float] = {}
     covariance, stages["covariance"] = timed(engine.accumulate_covariance, train, cache=cache)
