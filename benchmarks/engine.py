@@ -117,7 +117,8 @@ def main() -> None:
     print(
         f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
         f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
-        f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher"
+        f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher, "
+        f"{args.eigen_precision} eigendecompositions"
     )
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
