@@ -1,0 +1,29 @@
+"""The project's engine on the saved peer workload, through its public API (run by peers.py).
+
+Fit: ``EkfacInfluence.fit`` (covariance, eigendecomposition, eigenvalue correction);
+scoring: ``influences`` on the same training batches, which reuses the token matrices
+that fit kept, as a user's call would.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import version
+
+from peer_common import load_model, load_workload, runner_arguments, timed, warm_up, write_result
+
+from influence import EkfacInfluence
+
+
+def main() -> None:
+    args = runner_arguments(__doc__.splitlines()[0])
+    saved = load_workload(args.work)
+    model = load_model(args.work, saved)
+    warm_up(model, saved.train[0])
+    engine = EkfacInfluence(model, layers=saved.tracked, fisher=args.fisher, mode="ekfac")
+    _, fit_s = timed(lambda: engine.fit(saved.train))
+    scores, score_s = timed(lambda: engine.influences(saved.test, saved.train, regularization=args.regularization))
+    write_result(args.out, "influence-explorer", version("influence-explorer"), args.fisher, fit_s, score_s, scores)
+
+
+if __name__ == "__main__":
+    main()
