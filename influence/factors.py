@@ -14,6 +14,7 @@ Fisher block E_n[vec DW_n vec DW_nᵀ] is approximated as
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -39,12 +40,19 @@ def combine(basis_tensors: list[torch.Tensor], coordinates: torch.Tensor) -> tor
 
 @dataclass
 class CovarianceSums:
-    """Running sums over real tokens: Σ āāᵀ, Σ_r g_r g_rᵀ (r over Fisher vectors), and counts."""
+    """Running sums over real tokens: Σ āāᵀ, Σ_r g_r g_rᵀ (r over Fisher vectors), and counts.
 
-    activation: torch.Tensor
-    gradient: torch.Tensor
+    Once the eigenbases are computed only the counts are needed (K-FAC's T̄):
+    :meth:`counts_only` lets the matrices go.
+    """
+
+    activation: Optional[torch.Tensor]
+    gradient: Optional[torch.Tensor]
     tokens: int = 0
     examples: int = 0
+
+    def counts_only(self) -> "CovarianceSums":
+        return CovarianceSums(None, None, self.tokens, self.examples)
 
     @classmethod
     def zeros(cls, in_features: int, out_features: int, dtype: torch.dtype, device: torch.device):
@@ -77,7 +85,7 @@ class Eigenbasis:
     def of(cls, sums: CovarianceSums, dtype: torch.dtype, precision: str = "float64") -> "Eigenbasis":
         """Decompose in float64 whatever the model's dtype (small eigenvalues decide the inverse),
         or, with ``precision="float32"``, in float32 where a check shows it is as good."""
-        if sums.tokens == 0:
+        if sums.tokens == 0 or sums.activation is None or sums.gradient is None:
             raise ValueError("no tokens were seen: the covariance is empty")
         a_values, a_vectors = symmetric_eigh(sums.activation / sums.tokens, precision)
         s_values, s_vectors = symmetric_eigh(sums.gradient / sums.tokens, precision)

@@ -357,6 +357,7 @@ class StageRunner:
         engine = self.analysis.engines[variant]
         covariance = self._covariance(engine, variant)
         eigen = self._eigendecomposition(engine, variant, covariance)
+        covariance = {name: sums.counts_only() for name, sums in covariance.items()}  # stored; free the memory
         eigenvalues = self._eigenvalue_correction(engine, variant, covariance, eigen)
         engine.factors = {
             name: LayerFactors(covariance[name], eigen[name], eigenvalues[name]) for name in engine.layer_names

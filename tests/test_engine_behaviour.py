@@ -86,7 +86,7 @@ def test_exact_fisher_ignores_labels_and_empirical_uses_them():
 def test_empirical_fisher_equals_its_brute_force():
     model = tiny_llama()
     train = _train()
-    engine = EkfacInfluence(model, fisher="empirical").fit(train)
+    engine = EkfacInfluence(model, fisher="empirical", keep_covariance=True).fit(train)
     reference = reference_factors(model, engine.layer_names, unpadded_examples(train), label_vectors)
     for name in engine.layer_names:
         factors = engine.factors[name]

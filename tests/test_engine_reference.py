@@ -40,7 +40,7 @@ def fitted(request):
     labels = _num_labels(model)
     train = [padded_batch(4, 6, seed=s, num_labels=labels) for s in range(3)]
     test = padded_batch(3, 6, seed=99, num_labels=labels)
-    engine = EkfacInfluence(model).fit(train)
+    engine = EkfacInfluence(model, keep_covariance=True).fit(train)
     examples = unpadded_examples(train)
     reference = reference_factors(model, engine.layer_names, examples)
     return engine, model, train, test, examples, reference
