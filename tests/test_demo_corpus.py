@@ -252,3 +252,23 @@ def test_bag_of_words_learns_the_task_but_not_perfectly(corpus: DemoCorpus) -> N
     hard = [c for kind in ("negated", "mixed", "grim_plot", "bright_plot") for c in correct_by_kind[kind]]
     plain = correct_by_kind["plain"]
     assert sum(hard) / len(hard) < sum(plain) / len(plain)
+
+
+def test_the_corpus_is_the_same_in_every_process() -> None:
+    """String hashing is salted per process: nothing may depend on the order of a set."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib; from influence.demo.corpus import generate_corpus; "
+        "c = generate_corpus(300, 60, seed=3); "
+        "print(hashlib.sha256(''.join(r.text for r in c.train + c.test).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True, text=True
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1 and next(iter(digests)).strip()

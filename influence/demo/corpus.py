@@ -813,8 +813,10 @@ def count_tokens(text: str) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _template_fields(template: str) -> frozenset[str]:
-    return frozenset(name for _, name, _, _ in string.Formatter().parse(template) if name)
+def _template_fields(template: str) -> tuple[str, ...]:
+    """The template's field names, once each, in order: a set's order would change the random
+    draws from one process to the next (string hashing is salted per process)."""
+    return tuple(dict.fromkeys(name for _, name, _, _ in string.Formatter().parse(template) if name))
 
 
 def _count_words(text: str) -> int:

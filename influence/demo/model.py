@@ -13,6 +13,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -32,7 +33,7 @@ MAX_TRAIN_EXAMPLES = 4000  # enough for the demo model to learn; keeps first run
 class DemoSettings:
     """Everything that determines the trained weights (part of the cache fingerprint)."""
 
-    version: int = 1
+    version: int = 2  # 2: deterministic vocabulary order
     vocab_size: int = 6000
     min_frequency: int = 2
     dim: int = 64
@@ -59,20 +60,25 @@ def fingerprint(
 
 
 def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSettings):
-    """A lower-cased word-level tokenizer trained on ``texts``, as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    """A lower-cased word-level tokenizer over ``texts``, as a transformers fast tokenizer.
+
+    The vocabulary is counted here rather than by the tokenizers library's trainer, whose
+    order among equally frequent words changes from one process to the next: token ids,
+    and with them the trained demo model, must be the same on every run.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    core = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    core.normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
-    core.pre_tokenizer = pre_tokenizers.Whitespace()
-    trainer = trainers.WordLevelTrainer(
-        vocab_size=settings.vocab_size,
-        min_frequency=settings.min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        show_progress=False,  # the UI may be on screen: progress is ours to show
+    normalizer = normalizers.Sequence([normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()])
+    pre_tokenizer = pre_tokenizers.Whitespace()
+    counts = Counter(
+        word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
-    core.train_from_iterator(texts, trainer)
+    frequent = sorted((w for w, c in counts.items() if c >= settings.min_frequency), key=lambda w: (-counts[w], w))
+    words = list(SPECIAL_TOKENS) + frequent[: settings.vocab_size - len(SPECIAL_TOKENS)]
+    core = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]"))
+    core.normalizer = normalizer
+    core.pre_tokenizer = pre_tokenizer
     cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
     core.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
