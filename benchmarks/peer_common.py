@@ -20,7 +20,7 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import numpy as np
 import torch
@@ -62,9 +62,13 @@ class SavedWorkload:
         return sum(len(batch["labels"]) for batch in self.test)
 
 
-def runner_arguments(description: str, takes_fisher: bool = True) -> argparse.Namespace:
-    """The runner's options; also sets the thread count, before any work."""
+def runner_arguments(
+    description: str, takes_fisher: bool = True, extra: Optional[Callable[[argparse.ArgumentParser], None]] = None
+) -> argparse.Namespace:
+    """The runner's options (``extra`` adds a runner's own); also sets the thread count, before any work."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--work", type=Path, required=True, help="folder written by peers.py")
     parser.add_argument("--out", type=Path, required=True, help="result path without suffix")
     if takes_fisher:

@@ -7,19 +7,33 @@ that fit kept, as a user's call would.
 
 from __future__ import annotations
 
+import argparse
 from importlib.metadata import version
 
 from peer_common import load_model, load_workload, runner_arguments, timed, warm_up, write_result
 
 from influence import EkfacInfluence
+from influence.ekfac import DEFAULT_CACHE_BYTES
+
+
+def engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--eigen-precision", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES // 2**20)
 
 
 def main() -> None:
-    args = runner_arguments(__doc__.splitlines()[0])
+    args = runner_arguments(__doc__.splitlines()[0], extra=engine_options)
     saved = load_workload(args.work)
     model = load_model(args.work, saved)
     warm_up(model, saved.train[0])
-    engine = EkfacInfluence(model, layers=saved.tracked, fisher=args.fisher, mode="ekfac")
+    engine = EkfacInfluence(
+        model,
+        layers=saved.tracked,
+        fisher=args.fisher,
+        mode="ekfac",
+        eigen_precision=args.eigen_precision,
+        cache_bytes=args.cache_mib * 2**20,
+    )
     _, fit_s = timed(lambda: engine.fit(saved.train))
     scores, score_s = timed(lambda: engine.influences(saved.test, saved.train, regularization=args.regularization))
     write_result(args.out, "influence-explorer", version("influence-explorer"), args.fisher, fit_s, score_s, scores)

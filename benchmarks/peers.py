@@ -55,12 +55,21 @@ EMPIRICAL_TOLERANCE = 1e-4  # project vs kronfluence, empirical Fisher: ‖Δ‖
 TRAIN_SEED, TEST_SEED = 1, 2  # as in engine.py
 # What a DistilBertConfig needs to rebuild the architecture under transformers 4 or 5.
 CONFIG_KEYS = (
-    "vocab_size", "dim", "n_layers", "n_heads", "hidden_dim", "max_position_embeddings",
-    "num_labels", "activation", "pad_token_id", "sinusoidal_pos_embds",
+    "vocab_size",
+    "dim",
+    "n_layers",
+    "n_heads",
+    "hidden_dim",
+    "max_position_embeddings",
+    "num_labels",
+    "activation",
+    "pad_token_id",
+    "sinusoidal_pos_embds",
 )
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOG_TAIL_LINES = 30
 GIB = 1024  # MiB per GiB
+LABEL_WIDTH = 46  # the project's label names its options
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,7 @@ class Runner:
     requirements: tuple[str, ...] = ()  # empty: the project's own environment
     uninstall: tuple[str, ...] = ()
     takes_fisher: bool = True
+    options: tuple[str, ...] = ()  # passed to the runner script as they are
 
 
 ENGINE = Runner("influence-explorer", "peer_engine.py")
@@ -188,14 +198,35 @@ def export_workload(workload: Workload) -> tuple[Path, dict]:
     return work, spec
 
 
+def engine_runner(eigen_precision: str, cache_mib: Optional[int]) -> Runner:
+    """The project's runner with its options, named after them in the table."""
+    options, notes = ("--eigen-precision", eigen_precision), []
+    if eigen_precision != "float64":
+        notes.append(f"{eigen_precision} eigh")
+    if cache_mib is not None:
+        options += ("--cache-mib", str(cache_mib))
+        notes.append(f"cache {cache_mib} MiB")
+    label = ENGINE.label + (f" ({', '.join(notes)})" if notes else "")
+    return Runner(label, ENGINE.script, options=options)
+
+
 # ----------------------------------------------------------------------- running
 def run(python: str, runner: Runner, work: Path, name: str, fisher: str, regularization: float) -> Measurement:
     """One fresh process, so that its peak memory is this library's alone."""
     out = work / name
-    command = [python, str(HERE / runner.script), "--work", str(work), "--out", str(out),
-               "--regularization", repr(regularization)]
+    command = [
+        python,
+        str(HERE / runner.script),
+        "--work",
+        str(work),
+        "--out",
+        str(out),
+        "--regularization",
+        repr(regularization),
+    ]
     if runner.takes_fisher:
         command += ["--fisher", fisher]
+    command += list(runner.options)
     env = {**os.environ, **{variable: str(THREADS) for variable in THREAD_VARIABLES}}
     log = out.with_suffix(".log")
     with log.open("w") as output:
@@ -213,15 +244,18 @@ def rounds(
     keys = list(runners)
     results: dict[str, list[Measurement]] = {key: [] for key in keys}
     for index in range(count):
-        order = keys[index % len(keys):] + keys[: index % len(keys)]
+        order = keys[index % len(keys) :] + keys[: index % len(keys)]
         for key in order:
             python, runner = runners[key]
             name = f"round{index + 1}-{key}" + (f"-{fisher}" if runner.takes_fisher else "")
             measurement = run(python, runner, work, name, fisher, regularization)
             results[key].append(measurement)
-            print(f"round {index + 1}/{count}: {runner.label:<20} fit {measurement.fit_s:8.2f} s  "
-                  f"score {measurement.score_s:8.2f} s  peak {measurement.peak_rss_mb / GIB:5.2f} GiB  "
-                  f"load {measurement.load_1min:.1f}", file=sys.stderr)
+            print(
+                f"round {index + 1}/{count}: {runner.label:<20} fit {measurement.fit_s:8.2f} s  "
+                f"score {measurement.score_s:8.2f} s  peak {measurement.peak_rss_mb / GIB:5.2f} GiB  "
+                f"load {measurement.load_1min:.1f}",
+                file=sys.stderr,
+            )
     return results
 
 
@@ -271,44 +305,57 @@ class EmpiricalCheck:
 
     def report(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
-        return (f"empirical-Fisher EK-FAC, project vs kronfluence (use_empirical_fisher=True), same λ: "
-                f"‖Δ‖/‖kronfluence‖ = {self.frobenius_relative:.2e}, max|Δ|/max|kronfluence| = "
-                f"{self.max_relative_to_max:.2e}, Pearson {pearson(self.ours.scores, self.theirs.scores):.8f}: "
-                f"{verdict} (≤ {EMPIRICAL_TOLERANCE:g}); "
-                f"totals {self.ours.total_s:.2f} s vs {self.theirs.total_s:.2f} s")
+        return (
+            f"empirical-Fisher EK-FAC, project vs kronfluence (use_empirical_fisher=True), same λ: "
+            f"‖Δ‖/‖kronfluence‖ = {self.frobenius_relative:.2e}, max|Δ|/max|kronfluence| = "
+            f"{self.max_relative_to_max:.2e}, Pearson {pearson(self.ours.scores, self.theirs.scores):.8f}: "
+            f"{verdict} (≤ {EMPIRICAL_TOLERANCE:g}); "
+            f"totals {self.ours.total_s:.2f} s vs {self.theirs.total_s:.2f} s"
+        )
 
 
 # ------------------------------------------------------------------------ output
 def print_table(project: Summary, peers: Sequence[Summary]) -> None:
     """Medians per library; for each peer, the project's ratio to it (below 1: the project
     is faster or smaller) and the agreement of the two influence matrices."""
-    left = f"{'library':<26}{'curvature':<11}{'fit s':>8}{'score s':>9}{'total s':>9}{'peak GiB':>10}"
+    left = f"{'library':<{LABEL_WIDTH}}{'curvature':<11}{'fit s':>8}{'score s':>9}{'total s':>9}{'peak GiB':>10}"
     print(f"{'':<{len(left)}}   {'project / peer':^27}   {'agreement':^18}")
     print(f"{left}   {'fit':>6}{'score':>7}{'total':>7}{'peak':>7}   {'Pearson':>8}{'Spearman':>10}")
     for row in (project, *peers):
-        line = (f"{row.label:<26}{row.curvature:<11}{row.fit_s:>8.2f}{row.score_s:>9.2f}{row.total_s:>9.2f}"
-                f"{row.peak_gib:>10.2f}")
+        line = (
+            f"{row.label:<{LABEL_WIDTH}}{row.curvature:<11}{row.fit_s:>8.2f}{row.score_s:>9.2f}{row.total_s:>9.2f}"
+            f"{row.peak_gib:>10.2f}"
+        )
         if row is not project:
-            line += (f"   {project.fit_s / row.fit_s:>6.2f}{project.score_s / row.score_s:>7.2f}"
-                     f"{project.total_s / row.total_s:>7.2f}{project.peak_gib / row.peak_gib:>7.2f}"
-                     f"   {pearson(project.scores, row.scores):>8.4f}{spearman(project.scores, row.scores):>10.4f}")
+            line += (
+                f"   {project.fit_s / row.fit_s:>6.2f}{project.score_s / row.score_s:>7.2f}"
+                f"{project.total_s / row.total_s:>7.2f}{project.peak_gib / row.peak_gib:>7.2f}"
+                f"   {pearson(project.scores, row.scores):>8.4f}{spearman(project.scores, row.scores):>10.4f}"
+            )
         print(line)
 
 
-def print_header(workload: Workload, spec: dict, count: int, regularization: float,
-                 measurements: dict[str, list[Measurement]]) -> None:
-    print(f"workload {workload.name}: DistilBERT architecture, dim {workload.dim}, {workload.layers} layers, "
-          f"hidden {workload.hidden}, seq {workload.seq} (padded from random lengths), "
-          f"{workload.train} train x {workload.test} test, batch {workload.batch}; "
-          f"{spec['tracked_parameters']:,} tracked parameters (FFN + pre_classifier + classifier)")
-    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads per library; "
-          f"damping λ = {regularization:g} (absolute) for all; medians of {count} round(s), libraries alternating")
+def print_header(
+    workload: Workload, spec: dict, count: int, regularization: float, measurements: dict[str, list[Measurement]]
+) -> None:
+    print(
+        f"workload {workload.name}: DistilBERT architecture, dim {workload.dim}, {workload.layers} layers, "
+        f"hidden {workload.hidden}, seq {workload.seq} (padded from random lengths), "
+        f"{workload.train} train x {workload.test} test, batch {workload.batch}; "
+        f"{spec['tracked_parameters']:,} tracked parameters (FFN + pre_classifier + classifier)"
+    )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads per library; "
+        f"damping λ = {regularization:g} (absolute) for all; medians of {count} round(s), libraries alternating"
+    )
     for results in measurements.values():
         last = results[-1]
         print(f"  {last.library} {last.version}: torch {last.torch}, transformers {last.transformers}")
     loads = [m.load_1min for results in measurements.values() for m in results]
-    print(f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} "
-          f"(shared machine: above {THREADS} means other work competed for the cores)")
+    print(
+        f"1-minute load average after each run: {min(loads):.1f} to {max(loads):.1f} "
+        f"(shared machine: above {THREADS} means other work competed for the cores)"
+    )
 
 
 def main() -> None:
@@ -316,10 +363,26 @@ def main() -> None:
     parser.add_argument("--workload", choices=sorted(WORKLOADS), default="small")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--peers", default=",".join(PEERS), help=f"comma-separated, among {', '.join(PEERS)}")
-    parser.add_argument("--fisher", choices=FISHERS, default=None,
-                        help="the project's Fisher for the table (kronfluence follows); default: exact, "
-                             "plus the empirical-Fisher check against kronfluence")
+    parser.add_argument(
+        "--fisher",
+        choices=FISHERS,
+        default=None,
+        help="the project's Fisher for the table (kronfluence follows); default: exact, "
+        "plus the empirical-Fisher check against kronfluence",
+    )
     parser.add_argument("--regularization", type=float, default=DEFAULT_REGULARIZATION)
+    parser.add_argument(
+        "--eigen-precision",
+        choices=("float64", "float32"),
+        default="float64",
+        help="the project's eigendecompositions (float32: checked, redone in float64 if inaccurate)",
+    )
+    parser.add_argument(
+        "--cache-mib",
+        type=int,
+        default=None,
+        help="the project's token cache between passes (0: lean memory, every pass recomputed)",
+    )
     args = parser.parse_args()
     peer_keys = [key.strip().lower() for key in args.peers.split(",") if key.strip()]
     unknown = sorted(set(peer_keys) - set(PEERS))
@@ -329,7 +392,8 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
 
     workload = WORKLOADS[args.workload]
-    runners = {"engine": (environment("engine", ENGINE), ENGINE)}
+    engine = engine_runner(args.eigen_precision, args.cache_mib)
+    runners = {"engine": (environment("engine", engine), engine)}
     runners.update({key: (environment(key, PEERS[key]), PEERS[key]) for key in peer_keys})
     work, spec = export_workload(workload)
     fisher = args.fisher or "exact"
@@ -345,7 +409,7 @@ def main() -> None:
             check = EmpiricalCheck(extra["engine"][0], extra["kronfluence"][0])
 
     print_header(workload, spec, args.rounds, args.regularization, measurements)
-    project = summarise(ENGINE.label, measurements["engine"])
+    project = summarise(engine.label, measurements["engine"])
     print_table(project, [summarise(runners[key][1].label, measurements[key]) for key in peer_keys])
     if check is not None:
         print(check.report())
