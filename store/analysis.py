@@ -1,7 +1,8 @@
 """Rankings and statistics on influence scores, shared by the terminal UI and the export.
 
-numpy only (no scipy), NaN-aware: a NaN score is one not computed yet and is
-ignored; a statistic that is undefined (fewer than two values, no spread) is NaN.
+numpy only (no scipy), NaN-aware: a NaN score is one not computed yet (or, for
+relative influence, one not available: see relative_scale) and is ignored; a
+statistic that is undefined (fewer than two values, no spread) is NaN.
 """
 
 from __future__ import annotations
@@ -17,6 +18,44 @@ if TYPE_CHECKING:
 SPEARMAN_THRESHOLD = 0.9
 ROW_BATCH = 256  # test rows read at a time when a whole matrix is reduced
 TOTAL_SERIES = "total"
+# The two scores a ranking can use: raw influence I(q, n), or relative influence (RelatIF).
+INFLUENCE, RELATIVE = "influence", "relative"
+SCORES = (INFLUENCE, RELATIVE)
+
+
+def relative_scale(train_self: np.ndarray) -> np.ndarray:
+    """The divisor of relative influence: sqrt(I(n, n)) where I(n, n) is finite and > 0, NaN elsewhere.
+
+    This is the one rule for a training example whose self-influence is missing (NaN:
+    not written yet), zero, negative (a numerical failure: I(n, n) is a squared norm
+    under a positive definite metric) or infinite: its relative influence is "not
+    available" (NaN), never ±inf and never a division by a meaningless number.
+    """
+    train_self = np.asarray(train_self, dtype=np.float64)
+    usable = np.isfinite(train_self) & (train_self > 0)
+    return np.sqrt(np.where(usable, train_self, np.nan))
+
+
+def relative_influence(row: np.ndarray, train_self: np.ndarray) -> np.ndarray:
+    """RelatIF (Barshan et al., 2020): I(q, n) / sqrt(I(n, n)), float64, NaN where not available.
+
+    ``row`` is (n_train,) or (n_test, n_train); ``train_self`` the (n_train,) self-influence
+    I(n, n) at the same λ and variant (``StoreReader.self_influence(variant, k, "train")``).
+    NaN where I(q, n) is NaN or ±inf (pending or invalid) and where relative_scale gives NaN;
+    the result is never infinite.
+    """
+    with np.errstate(over="ignore"):  # float64 inputs near their limits: the inf becomes NaN below
+        relative = np.asarray(row, dtype=np.float64) / relative_scale(train_self)
+    return np.where(np.isfinite(relative), relative, np.nan)
+
+
+def scores(row: np.ndarray, train_self: np.ndarray, score: str) -> np.ndarray:
+    """``row`` itself (INFLUENCE) or its relative_influence (RELATIVE), as float64."""
+    if score == RELATIVE:
+        return relative_influence(row, train_self)
+    if score == INFLUENCE:
+        return np.asarray(row, dtype=np.float64)
+    raise ValueError(f"unknown score {score!r}; scores are {SCORES}")
 
 
 def top_k(row: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,13 +96,25 @@ def merge_extremes(pairs: list[tuple[int, int, float]], k: int) -> list[tuple[in
     return [pairs[i] for i in np.concatenate([helpful, harmful])]
 
 
-def store_extremes(reader: StoreReader, variant: str, reg_index: int, k: int) -> list[tuple[int, int, float]]:
-    """extreme_pairs of a whole total-influence matrix, read ROW_BATCH test rows at a time."""
-    pairs: list[tuple[int, int, float]] = []
+def store_extremes(
+    reader: StoreReader, variant: str, reg_index: int, k: int, score: str = INFLUENCE
+) -> list[tuple[int, int, float]]:
+    """extreme_pairs of a whole total-influence matrix (or its relative influence), ROW_BATCH test rows at a time."""
+    return score_extremes(reader, variant, reg_index, k, (score,))[score]
+
+
+def score_extremes(
+    reader: StoreReader, variant: str, reg_index: int, k: int, kinds: tuple[str, ...] = SCORES
+) -> dict[str, list[tuple[int, int, float]]]:
+    """store_extremes under each score of ``kinds``, reading the matrix once."""
+    train_self = reader.self_influence(variant, reg_index, "train") if RELATIVE in kinds else None
+    pairs: dict[str, list[tuple[int, int, float]]] = {kind: [] for kind in kinds}
     for first in range(0, reader.n_test, ROW_BATCH):
         rows = slice(first, min(first + ROW_BATCH, reader.n_test))
-        pairs += extreme_pairs(reader.influence_matrix(variant, reg_index, tests=rows), k, first_row=first)
-    return merge_extremes(pairs, k)
+        block = reader.influence_matrix(variant, reg_index, tests=rows)
+        for kind in kinds:
+            pairs[kind] += extreme_pairs(scores(block, train_self, kind), k, first_row=first)
+    return {kind: merge_extremes(found, k) for kind, found in pairs.items()}
 
 
 def _finite_pairs(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,8 @@
 """``--export``: the tables a batch job leaves beside the store (summary.json and three CSV files).
 
 Reads through StoreReader and ranks through store.analysis, so the numbers are the
-ones the terminal UI shows. Scores not computed yet (NaN) are left out.
+ones the terminal UI shows. Scores not computed yet (NaN) are left out. Pairs are
+ranked twice, by raw influence and by relative influence (``score`` column).
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from typing import Any
 import numpy as np
 
 from store.analysis import (
+    INFLUENCE,
+    RELATIVE,
     ROW_BATCH,
+    SCORES,
     RegularizationReport,
     regularization_report,
-    store_extremes,
+    relative_influence,
+    score_extremes,
     top_k,
 )
 from store.layout import VARIANT_CORRUPTED
@@ -35,12 +40,13 @@ PAIR_COLUMNS = [
     "variant",
     "test_index",
     "test_dataset_index",
+    "score",
     "direction",
     "rank",
     "train_index",
     "train_dataset_index",
 ]
-TOP_COLUMNS = PAIR_COLUMNS + ["influence", "train_label", "train_label_used", "corrupted"]
+TOP_COLUMNS = PAIR_COLUMNS + ["influence", "relative_influence", "train_label", "train_label_used", "corrupted"]
 REGULARIZATION_COLUMNS = [
     "variant",
     "series",
@@ -56,8 +62,8 @@ REGULARIZATION_COLUMNS = [
 
 
 def _score(value: float) -> str:
-    """A float32 score with the digits it has."""
-    return format(float(value), ".8g")
+    """A float32 score with the digits it has; an empty cell when it is not available (NaN)."""
+    return format(float(value), ".8g") if math.isfinite(value) else ""
 
 
 def _flag(value: bool) -> str:
@@ -77,19 +83,34 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _top_pairs(reader: StoreReader, variant: str, k: int) -> Iterator[tuple[int, str, int, int, float, np.ndarray]]:
-    """(test, direction, rank, train, influence, per-layer influence) of every exported pair."""
+def _top_pairs(
+    reader: StoreReader, variant: str, k: int
+) -> Iterator[tuple[int, str, str, int, int, float, float, np.ndarray]]:
+    """(test, score, direction, rank, train, influence, relative influence, per-layer influence) of every
+    exported pair: per test example, the k most helpful and harmful by influence, then by relative influence."""
     reg_index = reader.main_regularization_index
+    train_self = reader.self_influence(variant, reg_index, "train")
     for first in range(0, reader.n_test, ROW_BATCH):
         rows = slice(first, min(first + ROW_BATCH, reader.n_test))
         totals = reader.influence_matrix(variant, reg_index, tests=rows)
+        relatives = relative_influence(totals, train_self)
         layers = np.stack(
             [reader.influence_matrix(variant, reg_index, layer, tests=rows) for layer in range(len(reader.layers))]
         )
-        for offset, row in enumerate(totals):
-            for direction, indices in zip((HELPFUL, HARMFUL), top_k(row, k)):
-                for rank, train in enumerate(indices, start=1):
-                    yield first + offset, direction, rank, int(train), float(row[train]), layers[:, offset, train]
+        for offset, (row, relative) in enumerate(zip(totals, relatives)):
+            for score, ranked in zip(SCORES, (row, relative)):
+                for direction, indices in zip((HELPFUL, HARMFUL), top_k(ranked, k)):
+                    for rank, train in enumerate(indices, start=1):
+                        yield (
+                            first + offset,
+                            score,
+                            direction,
+                            rank,
+                            int(train),
+                            float(row[train]),
+                            float(relative[train]),
+                            layers[:, offset, train],
+                        )
 
 
 def _write_pairs(reader: StoreReader, out_dir: Path, k: int) -> list[Path]:
@@ -102,10 +123,11 @@ def _write_pairs(reader: StoreReader, out_dir: Path, k: int) -> list[Path]:
         layers_csv.writerow(PAIR_COLUMNS + layer_names + ["total"])
         for variant in reader.variants:
             used = train.corrupted_label if variant == VARIANT_CORRUPTED else train.label
-            for q, direction, rank, n, influence, per_layer in _top_pairs(reader, variant, k):
-                pair = [variant, q, int(test.dataset_index[q]), direction, rank, n, int(train.dataset_index[n])]
+            for q, score, direction, rank, n, influence, relative, per_layer in _top_pairs(reader, variant, k):
+                pair = [variant, q, int(test.dataset_index[q]), score, direction, rank, n, int(train.dataset_index[n])]
                 corrupted = train.label[n] != train.corrupted_label[n]
-                top_csv.writerow(pair + [_score(influence), int(train.label[n]), int(used[n]), _flag(corrupted)])
+                scores = [_score(influence), _score(relative)]
+                top_csv.writerow(pair + scores + [int(train.label[n]), int(used[n]), _flag(corrupted)])
                 layers_csv.writerow(pair + [_score(value) for value in per_layer] + [_score(influence)])
     return [top_path, layers_path]
 
@@ -137,21 +159,31 @@ def _write_regularization(reports: list[RegularizationReport], out_dir: Path) ->
     return path
 
 
-def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -> dict:
+def _extremes(reader: StoreReader, variant: str, k: int) -> dict[str, list[dict]]:
+    """Per score, the k most positive and k most negative pairs of the whole matrix, each with both scores."""
     train, test = reader.examples("train"), reader.examples("test")
-    extremes = {
-        variant: [
-            {
-                "test_index": q,
-                "train_index": n,
-                "test_dataset_index": test.dataset_index[q],
-                "train_dataset_index": train.dataset_index[n],
-                "influence": value,
-            }
-            for q, n, value in store_extremes(reader, variant, reader.main_regularization_index, k)
-        ]
-        for variant in reader.variants
-    }
+    reg_index = reader.main_regularization_index
+    train_self = reader.self_influence(variant, reg_index, "train")
+    extremes: dict[str, list[dict]] = {}
+    for score, pairs in score_extremes(reader, variant, reg_index, k).items():
+        extremes[score] = []
+        for q, n, value in pairs:
+            influence = value if score == INFLUENCE else float(reader.influence_row(variant, reg_index, q)[n])
+            extremes[score].append(
+                {
+                    "test_index": q,
+                    "train_index": n,
+                    "test_dataset_index": test.dataset_index[q],
+                    "train_dataset_index": train.dataset_index[n],
+                    "influence": influence,
+                    "relative_influence": float(relative_influence(np.float32(influence), train_self[n])),
+                }
+            )
+    return extremes
+
+
+def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -> dict:
+    extremes = {variant: _extremes(reader, variant, k) for variant in reader.variants}
     return {
         "store": str(reader.path),
         "format_version": reader.format_version,
@@ -169,7 +201,8 @@ def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -
         "metrics": reader.metrics(),
         "stages": {key: record.as_dict() for key, record in reader.stages().items()},
         "summary": reader.summaries(),
-        "extreme_pairs": extremes,
+        "extreme_pairs": {variant: found[INFLUENCE] for variant, found in extremes.items()},
+        "relative_extreme_pairs": {variant: found[RELATIVE] for variant, found in extremes.items()},
         "regularization": {
             report.variant: {
                 "recommended": report.recommended,

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-from tui_fixtures import deterministic_store, heavy_work_done, settle, text_of
+from tui_fixtures import (
+    NAN_SELF,
+    NEGATIVE_SELF,
+    ZERO_SELF,
+    descending_order,
+    deterministic_store,
+    expected_relative,
+    heavy_work_done,
+    relative_store,
+    settle,
+    text_of,
+)
 
 from store.reader import StoreReader
 from store.writer import StoreWriter
@@ -17,6 +29,7 @@ from tui.screens.error import DetailsScreen, StoreErrorScreen
 from tui.screens.help import HelpScreen
 from tui.screens.main import MainScreen
 from tui.screens.pair import PairScreen
+from tui.sorting import SortState
 from tui.widgets.corruption_view import CorruptionView
 from tui.widgets.heatmap_view import HeatmapCanvas, HeatmapView
 from tui.widgets.layers_view import LayersView
@@ -324,6 +337,174 @@ def test_lambda_keys_step_every_view_and_the_sweep_report_marks_the_recommendati
     run(test)
 
 
+# ------------------------------------------------------------------ raw ↔ relative influence
+UNAVAILABLE = sorted((ZERO_SELF, NEGATIVE_SELF, NAN_SELF))
+
+
+@pytest.fixture(scope="module")
+def relative_path(tmp_path_factory) -> Path:
+    return relative_store(tmp_path_factory.mktemp("relative") / "relative.h5")
+
+
+def scores_of(path: Path, variant: str = "clean", test: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The raw row and its relative influence, computed here rather than by the code under test."""
+    with StoreReader(path) as opened:
+        raw = opened.influence_row(variant, 0, test)
+        return raw, expected_relative(raw, opened.self_influence(variant, 0, "train"))
+
+
+def test_the_score_key_ranks_by_relative_influence_and_back(relative_path) -> None:
+    raw, relative = scores_of(relative_path)
+    raw_order, relative_order = descending_order(raw), descending_order(relative)
+    assert raw_order[:5] != relative_order[:5]  # the store is built so that they differ
+    n_relative = len(raw) - len(UNAVAILABLE)
+
+    async def test():
+        app = InfluenceApp(store=relative_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_tab(pilot, "3")
+            view = app.screen.query_one(RankingView)
+            table = view.table_widget
+            assert rows_of(table) == raw_order and app.score_kind == "influence"
+            assert [c.title for c in table.columns[2:4]] == ["•influence", "relative"]
+            await pilot.press("i")
+            assert app.score_kind == "relative" and app.ranking_sort == SortState("relative", True)
+            assert rows_of(table) == relative_order and sorted(rows_of(table)[-3:]) == UNAVAILABLE
+            assert [c.title for c in table.columns[2:4]] == ["influence", "•relative"]
+            top = relative_order[0]
+            cells = view._cells(top)
+            assert [cells[0][0], cells[2][0], cells[3][0]] == ["1", f"{raw[top]:+.4g}", f"{relative[top]:+.4g}"]
+            assert cells[2][1].dim and not (cells[3][1] and cells[3][1].dim)  # the ranking score stands out
+            assert [view._cells(n)[3][0] for n in UNAVAILABLE] == ["n/a"] * 3
+            assert view._cells(ZERO_SELF)[0][0] == "—"  # not ranked
+            header = text_of(view.query_one("#ranking-test"))
+            assert "3 without I(n,n) > 0: relative n/a" in header
+            first = raw_order[0]  # the selected pair stays selected, at its place in the new order
+            assert table.cursor_row == first == app.train_index
+            pair = text_of(view.query_one("#ranking-pair"))
+            assert f"train #{first}: relative {relative[first]:+.4g} rank {relative_order.index(first) + 1}/" in pair
+            assert f"raw {raw[first]:+.4g} rank 1/{len(raw)}" in pair
+            await pilot.press("home")
+            pair = text_of(view.query_one("#ranking-pair"))
+            assert f"relative {relative[top]:+.4g} rank 1/{n_relative}" in pair
+            assert f"raw {raw[top]:+.4g} rank {raw_order.index(top) + 1}/{len(raw)}" in pair
+            assert text_of(app.screen.query_one(StatusBar).query_one("#status-text")).rstrip().endswith("│ relative")
+            await pilot.press("o")  # most harmful first, still by relative influence; n/a stays last
+            assert rows_of(table) == descending_order(-relative)
+            await pilot.press("e")  # the view's table follows the score
+            await heavy_work_done(pilot)
+            exported = relative_path.with_name("relative-export") / "ranking-test0-clean-lambda1e-05-relative.csv"
+            with open(exported, newline="") as handle:
+                rows = list(csv.DictReader(handle))
+            assert [int(r["train_index"]) for r in rows] == rows_of(table) and {r["score"] for r in rows} == {
+                "relative"
+            }
+            assert float(rows[0]["relative_influence"]) == pytest.approx(relative[rows_of(table)[0]], rel=1e-6)
+            assert int(rows[0]["rank"]) == n_relative and rows[-1]["relative_influence"] == rows[-1]["rank"] == ""
+            await pilot.press("i")
+            assert app.score_kind == "influence" and app.ranking_sort == SortState("influence", False)
+            assert rows_of(table) == np.argsort(raw, kind="stable").tolist()
+            assert text_of(app.screen.query_one(StatusBar).query_one("#status-text")).rstrip().endswith("│ raw")
+            await pilot.press("s", "s")  # a sort by another column stays when the score changes; the ranks follow
+            assert app.ranking_sort.column == "label"
+            order = rows_of(table)
+            await pilot.press("i")
+            assert rows_of(table) == order and app.ranking_sort.column == "label"
+            assert view._cells(top)[0][0] == "1"
+
+    run(test)
+
+
+def test_the_pair_view_shows_both_scores_with_their_ranks(relative_path) -> None:
+    raw, relative = scores_of(relative_path)
+    raw_order, relative_order = descending_order(raw), descending_order(relative)
+
+    async def test():
+        app = InfluenceApp(store=relative_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_tab(pilot, "3")
+            await pilot.press("i", "home", "enter")
+            assert isinstance(app.screen, PairScreen)
+            top = relative_order[0]
+            assert app.train_index == top
+            lines = text_of(app.screen.query_one("#pair-summary")).splitlines()
+            relative_line = next(line for line in lines if "relative influence" in line)
+            raw_line = next(line for line in lines if "raw influence" in line)
+            assert relative_line.startswith("▶") and not raw_line.startswith("▶")
+            assert f"{relative[top]:+.4g}" in relative_line and "rank 1 of 37" in relative_line
+            assert f"{raw[top]:+.4g}" in raw_line and f"rank {raw_order.index(top) + 1} of 40" in raw_line
+            await pilot.press("j")  # walks the relative ranking
+            assert app.train_index == relative_order[1]
+            await pilot.press("i", "j")  # now the raw one, from where it is
+            assert app.train_index == raw_order[raw_order.index(relative_order[1]) + 1]
+            assert next(line for line in text_of(app.screen.query_one("#pair-summary")).splitlines() if "▶" in line)
+            app.train_index = ZERO_SELF
+            await pilot.pause()
+            summary = text_of(app.screen.query_one("#pair-summary"))
+            relative_line = next(line for line in summary.splitlines() if "relative influence" in line)
+            assert "n/a" in relative_line and "rank" not in relative_line and "I(n,n) = +0" in summary
+
+    run(test)
+
+
+def test_the_heatmap_colours_by_the_chosen_score(relative_path) -> None:
+    with StoreReader(relative_path) as opened:
+        matrix = opened.influence_matrix("clean", 0)
+        relative = expected_relative(matrix, opened.self_influence("clean", 0, "train"))
+
+    async def test():
+        app = InfluenceApp(store=relative_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_tab(pilot, "4")
+            canvas = app.screen.query_one(HeatmapCanvas)
+            assert canvas.pooled.maximum.value == matrix.max()
+            await pilot.press("i")
+            await heavy_work_done(pilot)
+            pooled = canvas.pooled
+            assert pooled.shape == matrix.shape  # one pair per cell at this size
+            assert pooled.maximum.value == pytest.approx(np.nanmax(relative), rel=1e-6)
+            assert pooled.minimum.value == pytest.approx(np.nanmin(relative), rel=1e-6)
+            np.testing.assert_allclose(pooled.values, relative.astype(np.float32), rtol=1e-6)
+            assert not pooled.invalid.any()  # no relative score: blank like pending, not "NaN!"
+            assert "relative influence" in text_of(app.screen.query_one("#heatmap-title"))
+            assert "pending or n/a" in text_of(app.screen.query_one("#heatmap-legend"))
+            await pilot.press("enter")  # the pair behind the cell under the cursor: the (0, 0) cell
+            assert isinstance(app.screen, PairScreen) and (app.test_index, app.train_index) == (0, 0)
+            await pilot.press("escape", "i")
+            await heavy_work_done(pilot)
+            assert canvas.pooled.maximum.value == matrix.max()
+            assert "relative" not in text_of(app.screen.query_one("#heatmap-title"))
+
+    run(test)
+
+
+def test_the_corruption_view_compares_the_chosen_score(relative_path) -> None:
+    clean_raw, clean = scores_of(relative_path, "clean")
+    _, corrupted = scores_of(relative_path, "corrupted")
+
+    async def test():
+        app = InfluenceApp(store=relative_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await open_tab(pilot, "6")
+            view = app.screen.query_one(CorruptionView)
+            assert "mean influence" in text_of(view.query_one("#corruption-summary"))
+            await pilot.press("i")
+            summary = text_of(view.query_one("#corruption-summary"))
+            assert "mean relative " in summary and "3 pairs pending or n/a" in summary
+            best = descending_order(clean)[0]
+            cells = view._cells(best)
+            assert cells[2][0] == f"{clean[best]:+.4g}" and cells[3][0] == f"{corrupted[best]:+.4g}"
+            assert cells[5][0] == "1"  # its rank by relative influence with clean labels
+            assert view._cells(ZERO_SELF)[2][0] == "n/a"
+            flipped = np.flatnonzero(np.sign(clean) * np.sign(corrupted) < 0)
+            order = rows_of(view.query_one(VirtualTable))
+            assert set(order[: len(flipped)]) == set(flipped.tolist())
+            assert f"{len(flipped)} of 37 scored pairs changed sign" in summary
+            assert clean_raw[best] != clean[best]
+
+    run(test)
+
+
 # ------------------------------------------------------------------ export, help, palette
 def test_export_writes_the_store_tables_and_the_current_view(tmp_path) -> None:
     path = deterministic_store(tmp_path / "exp.h5", n_test=4, n_train=30)
@@ -339,7 +520,8 @@ def test_export_writes_the_store_tables_and_the_current_view(tmp_path) -> None:
             assert {"summary.json", "top_influences.csv", "layers.csv", "regularization.csv"} <= names
             ranking = folder / "ranking-test0-clean-lambda1e-05.csv"
             lines = ranking.read_text().splitlines()
-            assert lines[0].startswith("variant,lambda,test_index,rank,train_index") and len(lines) == 31
+            assert lines[0].startswith("variant,lambda,test_index,score,rank,train_index") and len(lines) == 31
+            assert "influence,relative_influence" in lines[0] and lines[1].startswith("clean,1e-05,0,influence,1,")
             assert json.loads((folder / "summary.json").read_text())["n_train"] == 30
             assert any("Exported" in (n.title or "") for n in app._notifications)
 
@@ -365,12 +547,14 @@ def test_help_lists_every_binding_and_the_palette_has_every_action(store_path) -
                 "open pair",
                 "next in ranking",
                 "command palette",
+                "raw/relative",
             ):
                 assert description in shown
             await pilot.press("escape")
             await open_tab(pilot, "3")
             titles = {command.title for command in app.get_system_commands(app.screen)}
-            assert {"Next test", "Clean/corrupted", "Λ up", "Export", "Sort column", "Reverse order", "Quit"} <= titles
+            expected = {"Next test", "Clean/corrupted", "Λ up", "Raw/relative", "Export", "Sort column", "Quit"}
+            assert expected | {"Reverse order"} <= titles
 
     run(test)
 

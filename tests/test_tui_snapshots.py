@@ -17,6 +17,7 @@ SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 SCREENS = {
     "overview": ("1",),
     "ranking": ("3", "down", "down"),
+    "ranking-relative": ("3", "i", "home", "down"),
     "heatmap": ("4", "plus"),
     "layers": ("5",),
     "regularization": ("7",),

@@ -13,11 +13,13 @@ from influence.progress import Cancelled, ProgressEvent
 from store.errors import StoreDamaged
 from tui import format as fmt
 from tui import palette
+from tui.cells import kind_cell, relative_cell
 from tui.charts import short_names
+from tui.data import Row
 from tui.engine import CANCELLED, FAILED, FINISHED, LiveProgress, ProgressThrottle, run_engine
 from tui.export import ViewTable, csv_value, default_folder, write_view_table
 from tui.pooling import pool_matrix
-from tui.sorting import descending_ranks, matching_rows, sort_rows
+from tui.sorting import descending_ranks, matching_rows, rank_of, sort_rows
 from tui.widgets.layer_split import sum_matches
 
 
@@ -116,6 +118,28 @@ def test_descending_ranks_and_text_filter() -> None:
     assert matching_rows(texts, " great ").tolist() == [0, 2]
     assert matching_rows(texts, "").tolist() == [0, 1, 2]
     assert matching_rows(texts, "zzz").size == 0
+
+
+def test_rank_of_one_entry_agrees_with_the_full_ranks() -> None:
+    rng = np.random.default_rng(4)
+    values = rng.integers(-3, 4, 200).astype(np.float64)  # many ties
+    values[rng.choice(200, 20, replace=False)] = np.nan
+    ranks = descending_ranks(values)
+    assert [rank_of(values, i) for i in range(200)] == ranks.tolist()
+
+
+# ------------------------------------------------------------------ relative influence
+def test_a_row_knows_pending_invalid_and_unavailable_relative_scores() -> None:
+    values = np.array([4.0, np.nan, 1.0, 2.0, np.inf], dtype=np.float32)
+    scored = np.array([True, False, True, True, True])
+    train_self = np.array([4.0, 1.0, 0.0, np.nan, 1.0], dtype=np.float32)
+    row = Row(values, scored, train_self)
+    assert row.relative[0] == 2.0 and np.isnan(row.relative[1:]).all()
+    assert row.unavailable.tolist() == [False, False, True, True, False]
+    assert row.score("relative") is row.relative and np.array_equal(row.score("influence"), row.shown, equal_nan=True)
+    cells = [relative_cell(float(values[i]), float(row.relative[i]), bool(scored[i]))[0] for i in range(5)]
+    assert cells == ["+2", fmt.PENDING, fmt.NOT_AVAILABLE, fmt.NOT_AVAILABLE, fmt.INVALID]
+    assert kind_cell("influence", 4.0, 2.0, True)[0] == "+4" and kind_cell("relative", 4.0, 2.0, True)[0] == "+2"
 
 
 # ------------------------------------------------------------------ pooling

@@ -1,7 +1,8 @@
 """Stores and a fake engine for the terminal UI's tests: no torch anywhere in this module.
 
 ``deterministic_store`` writes a synthetic store with fixed stage timestamps (so that
-snapshots do not depend on the clock); ``FakeEngine`` has the engine runner's
+snapshots do not depend on the clock); ``relative_store`` one whose raw and relative
+influence rank the training reviews differently; ``FakeEngine`` has the engine runner's
 signature and writes a store block by block through StoreWriter, emitting
 ProgressEvents, honouring the cancel event within one block, and resuming from the
 store like the real pipeline.
@@ -154,6 +155,80 @@ class FakeEngine:
                     writer.write_test_self(variant, k, np.ones(layout.n_test, dtype=np.float32))
             writer.set_stage("scores", STATUS_DONE)
         return path
+
+
+# relative_store: training reviews whose self-influence is not > 0 (relative influence not available).
+ZERO_SELF, NEGATIVE_SELF, NAN_SELF = 3, 5, 8
+
+
+def relative_store(path: Path, *, n_test: int = 4, n_train: int = 40, score_block: int = 16) -> Path:
+    """A store where raw and relative influence disagree, as with real models.
+
+    I(q, n) = sqrt(I(n, n)) · c(q, n) with a random "cosine" c in [-1, 1] and
+    self-influences I(n, n) spread over six decades: the raw ranking mostly follows
+    the gradient magnitude, the relative one follows c. Training reviews ZERO_SELF,
+    NEGATIVE_SELF and NAN_SELF have I(n, n) = 0, < 0 and NaN (their raw scores are
+    kept: 0.5 · c). The corrupted variant flips the corrupted reviews' sign; larger λ
+    shrink everything alike. Stage clock frozen, so snapshots are stable.
+    """
+    layout = synthetic_layout(
+        n_test=n_test,
+        n_train=n_train,
+        n_layers=2,
+        regularizations=(1e-5, 1e-3),
+        variants=("clean", "corrupted"),
+        seed=5,
+        score_block=score_block,
+    )
+    rng = np.random.default_rng(11)
+    train_self = (10.0 ** rng.uniform(-2, 4, n_train)).astype(np.float32)
+    cosine = rng.uniform(-1, 1, (n_test, n_train)).astype(np.float32)
+    total = np.sqrt(train_self) * cosine
+    total[:, [ZERO_SELF, NEGATIVE_SELF, NAN_SELF]] = 0.5 * cosine[:, [ZERO_SELF, NEGATIVE_SELF, NAN_SELF]]
+    train_self[[ZERO_SELF, NEGATIVE_SELF, NAN_SELF]] = (0.0, -1.0, np.nan)
+    layers = np.stack([0.75 * total, 0.25 * total])
+    sign = np.where(layout.train.label == layout.train.corrupted_label, 1.0, -1.0).astype(np.float32)
+    with frozen_stage_clock(), StoreWriter.create(path, layout) as writer:
+        for split in ("train", "test"):
+            labels = layout.split(split).label
+            writer.write_predictions(split, labels, np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1)
+        writer.write_metrics({"f1": 1.0, "accuracy": 1.0, "confusion": [[1, 0], [0, 1]]})
+        writer.set_stage("predictions", STATUS_DONE, done=2, total=2, unit="splits")
+        for stage in FACTOR_STAGES:
+            writer.set_stage(stage, STATUS_DONE, done=1, total=1, unit="layers")
+        writer.set_stage("queries", STATUS_DONE, done=n_test, total=n_test, unit="examples")
+        for index in range(layout.n_blocks):
+            start, stop = layout.block_columns(index)
+            arrays: tuple[dict, dict, dict] = ({}, {}, {})
+            for variant in layout.variants:
+                flip = sign[start:stop] if variant == "corrupted" else np.float32(1.0)
+                for k, reg in enumerate(layout.regularizations):
+                    shrink = np.float32(1.0 / (1.0 + reg))
+                    arrays[0][variant, k] = total[:, start:stop] * flip * shrink
+                    arrays[1][variant, k] = layers[:, :, start:stop] * flip * shrink
+                    arrays[2][variant, k] = train_self[start:stop] * shrink**2
+            writer.write_score_block(index, total=arrays[0], layers=arrays[1], train_self=arrays[2])
+        for variant in layout.variants:
+            for k in range(len(layout.regularizations)):
+                writer.write_test_self(variant, k, np.ones(n_test, dtype=np.float32))
+        writer.set_stage("scores", STATUS_DONE, done=layout.n_blocks, total=layout.n_blocks, unit="blocks")
+    return path
+
+
+def expected_relative(row: np.ndarray, train_self: np.ndarray) -> np.ndarray:
+    """RelatIF written out independently of store.analysis: NaN where I(n, n) is not a positive number."""
+    row, train_self = np.asarray(row, dtype=np.float64), np.asarray(train_self, dtype=np.float64)
+    out = np.full(np.broadcast_shapes(row.shape, train_self.shape), np.nan)
+    good = np.broadcast_to(np.isfinite(train_self) & (train_self > 0), out.shape) & np.isfinite(row)
+    root = np.sqrt(np.where(train_self > 0, train_self, 1.0))
+    return np.divide(row, root, out=out, where=good)
+
+
+def descending_order(values: np.ndarray) -> list[int]:
+    """Row ids by value, largest first, NaN last, ties by id: how the ranking sorts."""
+    values = np.asarray(values, dtype=np.float64)
+    finite = np.flatnonzero(~np.isnan(values))
+    return finite[np.argsort(-values[finite], kind="stable")].tolist() + np.flatnonzero(np.isnan(values)).tolist()
 
 
 async def settle(pilot, predicate, timeout: float = 10.0, step: float = 0.05) -> bool:

@@ -1,10 +1,10 @@
 """The explorer app: one store, the selection every view follows, and the engine behind it.
 
 The state a person steers — test review, training review of the pair, clean or
-corrupted labels, λ index, sort orders — lives here as Textual vars, and each
-view follows what it shows. The engine runs in a thread worker (``tui.engine``);
-its progress arrives as throttled messages, and a timer refreshes the store while it
-runs, so the views fill in as data lands.
+corrupted labels, λ index, raw or relative influence, sort orders — lives here as
+Textual vars, and each view follows what it shows. The engine runs in a thread
+worker (``tui.engine``); its progress arrives as throttled messages, and a timer
+refreshes the store while it runs, so the views fill in as data lands.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from textual.screen import Screen
 from textual.timer import Timer
 
 from influence.config import RunConfig
-from store.analysis import RegularizationReport, regularization_report
+from store.analysis import INFLUENCE, RELATIVE, SCORES, RegularizationReport, regularization_report
 from store.errors import StoreError, StoreNotFound
 from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED
 from tui import export
@@ -80,6 +80,13 @@ class InfluenceApp(App[None]):
             key_display="]",
             tooltip="the next larger regularization λ of the sweep, in every view",
         ),
+        Binding(
+            "i",
+            "toggle_score",
+            "raw/relative",
+            tooltip="rank, colour and compare by raw influence I(q,n) or relative influence I(q,n)/√I(n,n), "
+            "in every view",
+        ),
         Binding("e", "export", "export", tooltip="write the store's tables and this view's table (CSV/JSON)"),
         Binding("x", "cancel_engine", "cancel stage", tooltip="stop the engine after its current batch"),
         Binding("r", "resume_engine", "resume", tooltip="run the engine again; it continues from the store"),
@@ -97,7 +104,8 @@ class InfluenceApp(App[None]):
     train_index: var[int] = var(NO_PAIR)  # the pair's training review; NO_PAIR: the top of the ranking
     variant: var[str] = var(VARIANT_CLEAN)
     reg_index: var[int] = var(0)
-    ranking_sort: var[SortState] = var(SortState("influence", True))
+    score_kind: var[str] = var(INFLUENCE)  # store.analysis.INFLUENCE (raw) or RELATIVE: what rankings rank by
+    ranking_sort: var[SortState] = var(SortState(INFLUENCE, True))
     tests_sort: var[SortState] = var(SortState("index", False))
     corruption_sort: var[SortState] = var(SortState("sign", True))
     content_version: var[int] = var(0)  # new scores or predictions landed
@@ -329,6 +337,14 @@ class InfluenceApp(App[None]):
             )
             return
         self.variant = VARIANT_CORRUPTED if self.variant == VARIANT_CLEAN else VARIANT_CLEAN
+
+    def action_toggle_score(self) -> None:
+        """Raw ↔ relative influence in every view; a ranking sorted by a score follows to the other one."""
+        kind = RELATIVE if self.score_kind == INFLUENCE else INFLUENCE
+        if self.ranking_sort.column in SCORES:
+            # Set without its watchers: the ranking follows both changes in the one redraw score_kind starts.
+            self.set_reactive(InfluenceApp.ranking_sort, SortState(kind, self.ranking_sort.descending))
+        self.score_kind = kind
 
     def action_step_lambda(self, step: int) -> None:
         if (data := self._require_data()) is not None:

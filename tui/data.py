@@ -2,19 +2,23 @@
 
 Honest means a score is one of three things, and the views show which: computed,
 pending (its training column is not written yet) or invalid (written as NaN or ±inf,
-a numerical failure of the engine). Rows are cached because every view asks for the
-same few rows; ``refresh`` drops the caches only when the store really changed.
+a numerical failure of the engine); a relative score may also be not available (the
+training review's self-influence is not > 0, ``store.analysis.relative_scale``). Rows are
+cached because every view asks for the same few rows; ``refresh`` drops the caches only
+when the store really changed.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable, Hashable, TypeVar
 
 import numpy as np
 
+from store.analysis import RELATIVE, relative_influence
 from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
 from store.schema import STATUS_DONE
@@ -30,20 +34,39 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Row:
-    """Influence of every training review on one test review, with what is not there yet."""
+    """Influence of every training review on one test review, with what is not there yet.
+
+    ``values`` is the raw influence I(q, n) as stored; ``train_self`` the training reviews'
+    self-influence I(n, n) at the same λ and variant, which relative influence divides by.
+    """
 
     values: np.ndarray
     scored: np.ndarray
+    train_self: np.ndarray
 
     @property
     def invalid(self) -> np.ndarray:
         """Written but not finite: the engine produced NaN or ±inf."""
         return self.scored & ~np.isfinite(self.values)
 
-    @property
+    @cached_property
     def shown(self) -> np.ndarray:
         """The values with pending and invalid entries as NaN, for sorting and statistics."""
         return np.where(self.scored & np.isfinite(self.values), self.values, np.nan)
+
+    @cached_property
+    def relative(self) -> np.ndarray:
+        """Relative influence I(q, n) / sqrt(I(n, n)); NaN where pending, invalid or not available."""
+        return relative_influence(self.shown, self.train_self)
+
+    def score(self, kind: str) -> np.ndarray:
+        """The ranking's values under ``kind`` (store.analysis.INFLUENCE or RELATIVE), NaN where not there."""
+        return self.relative if kind == RELATIVE else self.shown
+
+    @property
+    def unavailable(self) -> np.ndarray:
+        """A raw score is there but no relative one: the training review's I(n, n) is not > 0."""
+        return np.isfinite(self.shown) & np.isnan(self.relative)
 
     @property
     def n_scored(self) -> int:
@@ -153,11 +176,21 @@ class StoreData:
         return value
 
     def row(self, variant: str, reg_index: int, test_index: int) -> Row:
-        """Total influence of every training review on test review ``test_index``."""
-        values = self._cached(
-            ("row", variant, reg_index, test_index), lambda: self.reader.influence_row(variant, reg_index, test_index)
+        """Total influence of every training review on test review ``test_index`` (and its relative version)."""
+        return self._cached(
+            ("row", variant, reg_index, test_index),
+            lambda: Row(
+                self.reader.influence_row(variant, reg_index, test_index),
+                self.scored,
+                self.train_self(variant, reg_index),
+            ),
         )
-        return Row(values, self.scored)
+
+    def train_self(self, variant: str, reg_index: int) -> np.ndarray:
+        """Self-influence I(n, n) of every training review (NaN until its column is written)."""
+        return self._cached(
+            ("train_self", variant, reg_index), lambda: self.reader.self_influence(variant, reg_index, "train")
+        )
 
     def layer_rows(self, variant: str, reg_index: int, test_index: int) -> np.ndarray:
         """Per-layer influence on one test review: (n_layers, n_train), NaN where pending."""

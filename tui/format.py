@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import math
 
+from store.analysis import INFLUENCE, RELATIVE
+
 PENDING = "pending"  # a score the engine has not written yet
 INVALID = "NaN!"  # a score the engine wrote as NaN or ±inf: a numerical failure, never "pending"
 MISSING = "—"
+NOT_AVAILABLE = "n/a"  # a relative score whose training review has no self-influence > 0 to divide by
 SCORE_DIGITS = 4
+# What each score is called where a view says which one it shows (titles, the pair view), and in short
+# where room is scarce (the status bar, the ranking's line about the cursor row).
+SCORE_NAMES = {INFLUENCE: "raw influence", RELATIVE: "relative influence"}
+SCORE_SHORT = {INFLUENCE: "raw", RELATIVE: "relative"}
 
 
 def score(value: float) -> str:

@@ -49,6 +49,14 @@ def descending_ranks(values: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def rank_of(values: np.ndarray, index: int) -> int:
+    """descending_ranks(values)[index] without sorting: 1 + the larger values + the equal ones before it."""
+    value = values[index]
+    if np.isnan(value):
+        return 0
+    return 1 + int(np.count_nonzero(values > value)) + int(np.count_nonzero(values[:index] == value))
+
+
 def matching_rows(texts: list[str], query: str) -> np.ndarray:
     """Ids of the texts that contain ``query``, case-insensitively (all when the query is blank)."""
     needle = query.strip().lower()

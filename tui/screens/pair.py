@@ -1,4 +1,4 @@
-"""One (test, train) pair side by side: both reviews in full, the score, its layer split, its rank."""
+"""One (test, train) pair side by side: both reviews in full, both scores with their ranks, the layer split."""
 
 from __future__ import annotations
 
@@ -13,19 +13,23 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from store.analysis import INFLUENCE, RELATIVE, relative_influence
 from store.layout import VARIANT_CORRUPTED
 from tui import format as fmt
-from tui.cells import score_cell
-from tui.data import NO_PAIR, StoreData
+from tui.cells import kind_cell
+from tui.data import NO_PAIR, Row, StoreData
 from tui.export import ViewTable
-from tui.sorting import descending_ranks
+from tui.sorting import descending_ranks, rank_of
 from tui.widgets.layer_split import layer_split_table
 from tui.widgets.status_bar import StatusBar
 
 if TYPE_CHECKING:
     from tui.app import InfluenceApp
 
-WATCHES = ("test_index", "train_index", "variant", "reg_index", "content_version")
+WATCHES = ("test_index", "train_index", "variant", "reg_index", "content_version", "score_kind")
+CHOSEN_MARK = "▶ "  # before the score the ranking (and j/k) follows
+NAME_WIDTH = max(len(name) for name in fmt.SCORE_NAMES.values()) + 1
+SCORE_WIDTH = 8
 
 
 class PairScreen(Screen[None]):
@@ -57,11 +61,11 @@ class PairScreen(Screen[None]):
         self._redraw()
 
     # ------------------------------------------------------------ state
-    def _ranks(self, data: StoreData) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _ranks(self, data: StoreData) -> tuple[Row, np.ndarray]:
+        """The row and its ranks under the app's score (the ranking j/k walk)."""
         app = self.explorer
         row = data.row(app.variant, app.reg_index, app.test_index)
-        shown = row.shown
-        return row.values, row.scored, descending_ranks(shown)
+        return row, descending_ranks(row.score(app.score_kind))
 
     def _train(self, ranks: np.ndarray) -> int:
         """The selected training review, or the most helpful one when none is selected."""
@@ -74,7 +78,7 @@ class PairScreen(Screen[None]):
         data = self.explorer.data
         if data is None:
             return
-        _, _, ranks = self._ranks(data)
+        _, ranks = self._ranks(data)
         target = np.flatnonzero(ranks == ranks[self._train(ranks)] + step)
         if target.size and ranks[self._train(ranks)] > 0:
             self.explorer.train_index = int(target[0])
@@ -88,29 +92,39 @@ class PairScreen(Screen[None]):
         if data is None:
             return
         app = self.explorer
-        values, scored, ranks = self._ranks(data)
+        row, ranks = self._ranks(data)
         train = self._train(ranks)
         test = app.test_index
-        score_text, score_style = score_cell(float(values[train]), bool(scored[train]))
-        rank = int(ranks[train])
-        n_ranked = int((ranks > 0).sum())
         summary = Text()
-        summary.append("influence ", style="bold")
-        summary.append(score_text, style=score_style)
-        if rank:
-            summary.append(
-                f"  rank {fmt.count(rank)} of {fmt.count(n_ranked)} (1 = most helpful; "
-                f"{fmt.count(n_ranked - rank + 1)} from the harmful end)"
-            )
-        summary.append(f"  ·  {app.variant} labels  ·  λ {fmt.lam(data.regularizations[app.reg_index])}")
+        for kind in (INFLUENCE, RELATIVE):
+            self._describe_score(summary, row, kind, int(ranks[train]) if kind == app.score_kind else None, train)
+        summary.append(
+            f"{app.variant} labels  ·  λ {fmt.lam(data.regularizations[app.reg_index])}  ·  "
+            f"relative = influence/√I(n,n), I(n,n) = {fmt.score(float(row.train_self[train]))}"
+        )
         layers = data.layer_rows(app.variant, app.reg_index, test)[:, train]
         names = [layer.name for layer in data.layers]
         parts: list = [summary]
-        if scored[train]:
-            parts.append(layer_split_table(names, layers, float(values[train])))
+        if row.scored[train]:
+            parts.append(layer_split_table(names, layers, float(row.values[train])))
         self.query_one("#pair-summary", Static).update(Group(*parts))
         self.query_one("#pair-test-text", Static).update(self._review_text(data, "test", test))
         self.query_one("#pair-train-text", Static).update(self._review_text(data, "train", train))
+
+    def _describe_score(self, summary: Text, row: Row, kind: str, rank: int | None, train: int) -> None:
+        """One line: the pair's score of ``kind`` and its rank among the test review's training reviews."""
+        chosen = kind == self.explorer.score_kind
+        ranked = row.score(kind)
+        rank = rank_of(ranked, train) if rank is None else rank
+        n_ranked = int(np.count_nonzero(~np.isnan(ranked)))
+        text, style = kind_cell(kind, float(row.values[train]), float(row.relative[train]), bool(row.scored[train]))
+        summary.append(CHOSEN_MARK if chosen else " " * len(CHOSEN_MARK), style="bold")
+        summary.append(f"{fmt.SCORE_NAMES[kind]:<{NAME_WIDTH}}", style="bold" if chosen else "dim")
+        summary.append(f"{text:>{SCORE_WIDTH}}", style=style)
+        if rank:
+            from_end = fmt.count(n_ranked - rank + 1)
+            summary.append(f"  rank {fmt.count(rank)} of {fmt.count(n_ranked)}, {from_end} from the harmful end")
+        summary.append("\n")
 
     def _review_text(self, data: StoreData, split: str, index: int) -> Text:
         app = self.explorer
@@ -144,17 +158,29 @@ class PairScreen(Screen[None]):
         if data is None:
             return None
         app = self.explorer
-        values, _, ranks = self._ranks(data)
+        row, ranks = self._ranks(data)
         train = self._train(ranks)
-        layers = data.layer_rows(app.variant, app.reg_index, app.test_index)[:, train]
+        values = [*data.layer_rows(app.variant, app.reg_index, app.test_index)[:, train], row.values[train]]
+        # The same divisor for every layer: the layers' relative influence adds up to the total's.
+        relative = relative_influence(np.asarray(values, dtype=np.float32), row.train_self[train])
+        lam = data.regularizations[app.reg_index]
+        rank = int(ranks[train]) or ""
+        suffix = "-relative" if app.score_kind == RELATIVE else ""
         return ViewTable(
-            name=f"pair-test{app.test_index}-train{train}-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
-            columns=["variant", "lambda", "test_index", "train_index", "layer", "influence"],
+            name=f"pair-test{app.test_index}-train{train}-{app.variant}-lambda{fmt.lam(lam)}{suffix}",
+            columns=[
+                "variant",
+                "lambda",
+                "test_index",
+                "train_index",
+                "layer",
+                "influence",
+                "relative_influence",
+                "score",
+                "rank",
+            ],
             rows=[
-                [app.variant, data.regularizations[app.reg_index], app.test_index, train, layer.name, float(value)]
-                for layer, value in zip(data.layers, layers)
-            ]
-            + [
-                [app.variant, data.regularizations[app.reg_index], app.test_index, train, "total", float(values[train])]
+                [app.variant, lam, app.test_index, train, name, float(value), float(rel), app.score_kind, rank]
+                for name, value, rel in zip([*(layer.name for layer in data.layers), "total"], values, relative)
             ],
         )

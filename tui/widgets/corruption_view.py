@@ -2,7 +2,8 @@
 
 The notebook saw influences "tend to become negative" when labels are corrupted;
 this view lists every pair with its clean and corrupted score and rank, sign changes
-and the largest rank moves first, and sums up the flipped reviews.
+and the largest rank moves first, and sums up the flipped reviews. The score is the
+app's: raw influence, or relative influence (each variant divided by its own I(n, n)).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Static
 
-from store.analysis import RankChanges, rank_changes
+from store.analysis import INFLUENCE, RELATIVE, RankChanges, rank_changes
 from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED
 from tui import format as fmt
-from tui.cells import CellText, corrupted_cell, rank_cell, score_cell
+from tui.cells import CellText, corrupted_cell, kind_cell, rank_cell
 from tui.data import Row, StoreData
 from tui.export import ViewTable
 from tui.messages import PairRequested
@@ -25,12 +26,13 @@ from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
 SIGN_MARK = "±"
+MEAN_OF = {INFLUENCE: "influence", RELATIVE: "relative"}  # short: the line fits 80 columns
 
 
 class CorruptionView(StateView):
     """Clean against corrupted labels, pair by pair; Enter opens a pair side by side."""
 
-    WATCHES = ("test_index", "reg_index", "content_version", "corruption_sort")
+    WATCHES = ("test_index", "reg_index", "content_version", "corruption_sort", "score_kind")
     COLUMNS = [
         Column("index", "train #", 7, "right"),
         Column("corrupted", "corr", 4, descending_first=True),
@@ -42,6 +44,7 @@ class CorruptionView(StateView):
         Column("delta", "Δrank", 8, "right", descending_first=True),
         Column("text", "text"),
     ]
+    _kind = INFLUENCE  # the score shown, set from the app's on each redraw
 
     def compose(self) -> ComposeResult:
         yield Static(id="corruption-summary")
@@ -68,7 +71,8 @@ class CorruptionView(StateView):
             return
         self._clean = data.row(VARIANT_CLEAN, app.reg_index, app.test_index)
         self._corrupted = data.row(VARIANT_CORRUPTED, app.reg_index, app.test_index)
-        self._clean_shown, self._corrupted_shown = self._clean.shown, self._corrupted.shown
+        self._kind = app.score_kind
+        self._clean_shown, self._corrupted_shown = self._clean.score(self._kind), self._corrupted.score(self._kind)
         self._changes = rank_changes(self._clean_shown, self._corrupted_shown, k=0)
         self._flipped = np.zeros(data.n_train, dtype=bool)
         self._flipped[self._changes.sign_flipped] = True
@@ -112,12 +116,13 @@ class CorruptionView(StateView):
             before, after = float(np.mean(clean[flipped_both])), float(np.mean(corrupted[flipped_both]))
             negative = int(np.sum(corrupted[flipped_both] < 0))
             text.append(
-                f"Flipped reviews: mean influence {fmt.score(before)} → {fmt.score(after)}, "
+                f"Flipped reviews: mean {MEAN_OF[self._kind]} {fmt.score(before)} → {fmt.score(after)}, "
                 f"{fmt.count(negative)} of {fmt.count(int(flipped_both.sum()))} now negative."
             )
         pending = data.n_train - int(both.sum())
         if pending:
-            text.append(f"  {fmt.count(pending)} pairs pending.", style="yellow")
+            missing = "pending or n/a" if self._kind == RELATIVE else "pending"
+            text.append(f"  {fmt.count(pending)} pairs {missing}.", style="yellow")
         return text
 
     def _cells(self, row_id: int) -> list[CellText]:
@@ -128,8 +133,8 @@ class CorruptionView(StateView):
         return [
             (str(row_id), None),
             corrupted_cell(bool(data.corrupted[row_id])),
-            _score(clean, row_id),
-            _score(corrupted, row_id),
+            _score(clean, row_id, self._kind),
+            _score(corrupted, row_id, self._kind),
             (SIGN_MARK, None) if self._flipped[row_id] else ("", None),
             rank_cell(int(changes.rank_clean[row_id]) + 1),
             rank_cell(int(changes.rank_corrupted[row_id]) + 1),
@@ -150,14 +155,16 @@ class CorruptionView(StateView):
         if data is None or not data.has_corrupted:
             return None
         changes = self._changes
+        score = "relative_influence" if self._kind == RELATIVE else "influence"
+        suffix = "-relative" if self._kind == RELATIVE else ""
         return ViewTable(
-            name=f"corruption-test{app.test_index}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
+            name=f"corruption-test{app.test_index}-lambda{fmt.lam(data.regularizations[app.reg_index])}{suffix}",
             columns=[
                 "test_index",
                 "train_index",
                 "corrupted",
-                "influence_clean",
-                "influence_corrupted",
+                f"{score}_clean",
+                f"{score}_corrupted",
                 "sign_changed",
                 "rank_clean",
                 "rank_corrupted",
@@ -178,5 +185,5 @@ class CorruptionView(StateView):
         )
 
 
-def _score(row: Row, index: int) -> CellText:
-    return score_cell(float(row.values[index]), bool(row.scored[index]))
+def _score(row: Row, index: int, kind: str) -> CellText:
+    return kind_cell(kind, float(row.values[index]), float(row.relative[index]), bool(row.scored[index]))

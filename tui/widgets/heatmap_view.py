@@ -2,13 +2,16 @@
 
 The notebook's first analysis, for every pair rather than one batch. The matrix is
 read and pooled to the widget's size in a thread worker; each cell shows the value of
-largest magnitude in its block, so the extremes survive the downsampling.
+largest magnitude in its block, so the extremes survive the downsampling. It colours
+by the app's score: raw influence, or relative influence (a training review whose
+self-influence is not > 0 has none, and its cells stay blank like pending ones).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
@@ -21,6 +24,7 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
 
+from store.analysis import RELATIVE, relative_influence, relative_scale
 from store.errors import StoreError
 from tui import format as fmt
 from tui import palette
@@ -193,7 +197,7 @@ class HeatmapCanvas(Widget, can_focus=True):
         self.refresh()
 
 
-def legend(scale: float, per_row: bool, no_color: bool) -> Text:
+def legend(scale: float, per_row: bool, no_color: bool, kind: str = "") -> Text:
     """The colour bar from −scale to +scale (or relative to each row's largest |I|), with what the marks mean."""
     low, high, basis = (
         ("−max", "+max", "each row to its largest |I|, z: one scale")
@@ -205,21 +209,29 @@ def legend(scale: float, per_row: bool, no_color: bool) -> Text:
         cell = palette.cell(signed / palette.LEVELS, 1.0, no_color=no_color)
         text.append(cell.text, style=cell.style)
     text.append(f" {high} ({basis})  ")
-    text.append(f"{MAX_MARK} max {MIN_MARK} min {palette.PENDING_GLYPH} pending {INVALID_MARK} NaN", style="dim")
+    blank = "pending or n/a" if kind == RELATIVE else "pending"
+    text.append(f"{MAX_MARK} max {MIN_MARK} min {palette.PENDING_GLYPH} {blank} {INVALID_MARK} NaN", style="dim")
     return text
+
+
+def _title(kind: str) -> str:
+    """What the heatmap colours by."""
+    return "Test × train relative influence" if kind == RELATIVE else "Test × train influence"
 
 
 class HeatmapView(StateView):
     """The canvas with a title, a legend and a line about the cell under the cursor."""
 
-    WATCHES = ("variant", "reg_index", "content_version")
+    WATCHES = ("variant", "reg_index", "content_version", "score_kind")
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        # (variant, λ index, content version, rows, cols): what the canvas should show, and what is being pooled.
+        # (variant, λ index, content version, score, rows, cols): what the canvas should show, and what is
+        # being pooled.
         # One pooling at a time: a thread cannot be interrupted, and new blocks may land every half second.
         self._pool_wanted: tuple | None = None
         self._pool_running: tuple | None = None
+        self._pooled_kind = ""  # the score of the matrix the canvas shows
 
     def compose(self) -> ComposeResult:
         yield Static(id="heatmap-title")
@@ -246,12 +258,12 @@ class HeatmapView(StateView):
         if not self.canvas.size.area:
             return  # not laid out yet: on_resize comes back
         rows, cols = self.canvas.grid_size
-        request = (app.variant, app.reg_index, app.content_version, rows, cols)
+        request = (app.variant, app.reg_index, app.content_version, app.score_kind, rows, cols)
         if request == self._pool_wanted:
             return
         self._pool_wanted = request
         title.update(
-            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · reading…",
+            f"{_title(app.score_kind)} · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · reading…",
             layout=False,
         )
         if self._pool_running is None:
@@ -268,16 +280,21 @@ class HeatmapView(StateView):
 
     @work(thread=True, group="heatmap")
     def _pool(self, data: StoreData, request: tuple) -> None:
-        variant, reg_index, _, rows, cols = request
+        variant, reg_index, _, kind, rows, cols = request
         try:
-            pooled = pool_matrix(
-                lambda tests: data.reader.influence_matrix(variant, reg_index, tests=tests),
-                data.n_test,
-                data.n_train,
-                data.scored,
-                rows,
-                cols,
-            )
+            scored = data.scored
+            if kind == RELATIVE:
+                train_self = data.reader.self_influence(variant, reg_index, "train")
+                scored = scored & np.isfinite(relative_scale(train_self))  # no relative score: blank, not NaN!
+
+                def read(tests: slice) -> np.ndarray:
+                    return relative_influence(data.reader.influence_matrix(variant, reg_index, tests=tests), train_self)
+            else:
+
+                def read(tests: slice) -> np.ndarray:
+                    return data.reader.influence_matrix(variant, reg_index, tests=tests)
+
+            pooled = pool_matrix(read, data.n_test, data.n_train, scored, rows, cols)
         except StoreError as error:
             self.app.call_from_thread(self._pooled_ready, request, None)
             self.app.call_from_thread(self.notify, str(error), title="Heatmap", severity="error")
@@ -301,9 +318,10 @@ class HeatmapView(StateView):
             else (f"cell = {test_block}×{train_block} pairs, max |I|")
         )
         self.query_one("#heatmap-title", Static).update(
-            f"Test × train influence · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}",
+            f"{_title(request[3])} · {app.variant} · λ {fmt.lam(data.regularizations[app.reg_index])} · {block}",
             layout=False,
         )
+        self._pooled_kind = request[3]
         self.canvas.show(pooled)
 
     @on(HeatmapCanvas.CursorMoved)
@@ -314,7 +332,7 @@ class HeatmapView(StateView):
             line.update("", layout=False)
             return
         self.query_one("#heatmap-legend", Static).update(
-            legend(pooled.scale, self.canvas.per_row, self.app.no_color), layout=False
+            legend(pooled.scale, self.canvas.per_row, self.app.no_color, self._pooled_kind), layout=False
         )
         row, col = self.canvas.cursor
         tests = f"test {pooled.row_edges[row]:,}–{pooled.row_edges[row + 1] - 1:,}"
@@ -336,14 +354,16 @@ class HeatmapView(StateView):
         if pooled is None or data is None:
             return None
         rows, cols = pooled.shape
+        relative = self._pooled_kind == RELATIVE
         return ViewTable(
-            name=f"heatmap-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}",
+            name=f"heatmap-{app.variant}-lambda{fmt.lam(data.regularizations[app.reg_index])}"
+            + ("-relative" if relative else ""),
             columns=[
                 "test_from",
                 "test_to",
                 "train_from",
                 "train_to",
-                "max_abs_influence",
+                "max_abs_relative_influence" if relative else "max_abs_influence",
                 "test_index",
                 "train_index",
                 "invalid",

@@ -23,7 +23,7 @@ from tui.widgets.layer_split import sum_matches
 class LayersView(StateView):
     """Redraws at its own size; plotext runs here, on the UI thread."""
 
-    WATCHES = ("test_index", "train_index", "variant", "reg_index", "content_version")
+    WATCHES = ("test_index", "train_index", "variant", "reg_index", "content_version", "score_kind")
 
     def compose(self) -> ComposeResult:
         yield Static(id="layers-summary")
@@ -34,10 +34,11 @@ class LayersView(StateView):
         if self.is_shown:
             self.update_view()
 
-    def _train(self, totals: np.ndarray) -> int | None:
+    def _train(self, ranked: np.ndarray) -> int | None:
+        """The selected training review, or the top of the ranking (by the app's score) when none is."""
         if self.explorer.train_index != NO_PAIR:
             return self.explorer.train_index
-        return int(np.nanargmax(totals)) if np.isfinite(totals).any() else None
+        return int(np.nanargmax(ranked)) if np.isfinite(ranked).any() else None
 
     def update_view(self) -> None:
         data, app = self.data, self.explorer
@@ -54,7 +55,7 @@ class LayersView(StateView):
         row = data.row(app.variant, app.reg_index, app.test_index)
         totals = row.shown
         layer_rows = np.where(row.scored[None, :], data.layer_rows(app.variant, app.reg_index, app.test_index), np.nan)
-        train = self._train(totals)
+        train = self._train(row.score(app.score_kind))
         if train is None or not row.scored[train]:
             summary.update(Text("The scores of this test review are pending.", style="italic"), layout=False)
             pair_chart.update("", layout=False)

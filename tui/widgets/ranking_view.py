@@ -1,33 +1,45 @@
-"""Influence ranking: every training review on the selected test review, both ends, nothing cut."""
+"""Influence ranking: every training review on the selected test review, both ends, nothing cut.
+
+Both scores are columns, raw influence and relative influence (RelatIF); the app's
+``score_kind`` decides which one ranks (the rank column, the default sort) and is marked.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
+from rich.style import Style
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.widgets import Static
 
+from store.analysis import INFLUENCE, RELATIVE
 from tui import format as fmt
-from tui.cells import CellText, corrupted_cell, rank_cell, score_cell
+from tui.cells import CellText, corrupted_cell, kind_cell, rank_cell
 from tui.data import NO_PAIR, Row
 from tui.export import ViewTable
 from tui.messages import PairRequested
-from tui.sorting import SortState, descending_ranks, sort_rows
+from tui.sorting import SortState, descending_ranks, rank_of, sort_rows
 from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
 LABEL_WIDTH = 9
+SCORE_WIDTH = 12
+CHOSEN_MARK = "•"  # before the title of the score that ranks
+OTHER_SCORE = Style(dim=True)  # the score that does not rank, beside the one that does
 
 
 class RankingView(StateView):
     """The table of training reviews; the cursor row is the pair every other view shows."""
 
-    WATCHES = ("test_index", "variant", "reg_index", "content_version", "ranking_sort", "train_index")
+    WATCHES = ("test_index", "variant", "reg_index", "content_version", "ranking_sort", "train_index", "score_kind")
     COLUMNS = [
         Column("rank", "rank", 7, "right"),
         Column("index", "train #", 7, "right"),
-        Column("influence", "influence", 11, "right", descending_first=True),
+        Column(INFLUENCE, "influence", SCORE_WIDTH, "right", descending_first=True),
+        Column(RELATIVE, "relative", SCORE_WIDTH, "right", descending_first=True),
         Column("label", "label", LABEL_WIDTH),
         Column("corrupted", "corr", 4, descending_first=True),
         Column("text", "text"),
@@ -35,9 +47,10 @@ class RankingView(StateView):
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self._shown_for: tuple | None = None  # (test, variant, λ, version, sort) the table was built for
+        self._shown_for: tuple | None = None  # (test, variant, λ, version, score, sort) the table was built for
         self._row: Row | None = None
-        self._shown = np.zeros(0)
+        self._kind = INFLUENCE  # the score that ranks
+        self._shown = np.zeros(0)  # its values, NaN where there is none
         self._ranks = np.zeros(0, dtype=np.int64)
 
     def compose(self) -> ComposeResult:
@@ -61,16 +74,20 @@ class RankingView(StateView):
             table.show(np.zeros(0, dtype=np.int64))
             self._describe_pair()
             return
-        key = (app.test_index, app.variant, app.reg_index, app.content_version, app.ranking_sort)
+        key = (app.test_index, app.variant, app.reg_index, app.content_version, app.score_kind, app.ranking_sort)
         if key != self._shown_for:
-            resorted = self._shown_for is not None and key[-1] != self._shown_for[-1]
+            rescored = self._shown_for is None or key[-2] != self._shown_for[-2]
+            resorted = self._shown_for is not None and key[-1] != self._shown_for[-1] and not rescored
+            if rescored:
+                table.columns = self._columns(app.score_kind)
             self._shown_for = key
             self._row = data.row(app.variant, app.reg_index, app.test_index)
-            self._shown = shown = self._row.shown
+            self._kind = app.score_kind
+            self._shown = shown = self._row.score(self._kind)
             self._ranks = descending_ranks(shown)
             self._labels = data.train_labels(app.variant)
             self.query_one("#ranking-test", Static).update(self._header(), layout=False)
-            # A new sort order starts at its top; otherwise the selected pair stays selected.
+            # A new sort order starts at its top; otherwise (another score too) the selected pair stays selected.
             keep = None if resorted or app.train_index == NO_PAIR else app.train_index
             table.show(
                 sort_rows(self._sort_keys(app.ranking_sort, shown), app.ranking_sort.descending),
@@ -83,13 +100,21 @@ class RankingView(StateView):
                 table.cursor = position
         self._describe_pair()
 
+    def _columns(self, kind: str) -> list[Column]:
+        """The columns with the ranking score's title marked."""
+        return [
+            replace(column, title=CHOSEN_MARK + column.title) if column.key == kind else column
+            for column in self.COLUMNS
+        ]
+
     def _sort_keys(self, sort: SortState, shown: np.ndarray) -> np.ndarray:
-        data = self.data
-        assert data is not None
+        data, row = self.data, self._row
+        assert data is not None and row is not None
         return {
             "rank": lambda: -shown,
             "index": lambda: np.arange(data.n_train),
-            "influence": lambda: shown,
+            INFLUENCE: lambda: row.shown,
+            RELATIVE: lambda: row.relative,
             "label": lambda: self._labels,
             "corrupted": lambda: data.corrupted.astype(np.int8),
             "text": lambda: np.array([text.lower() for text in data.train.text], dtype=object),
@@ -110,6 +135,9 @@ class RankingView(StateView):
         invalid = int(row.invalid.sum())
         if invalid:
             text.append(f"  ⚠ {fmt.count(invalid)} scores are NaN/inf (numerical failure)", style="bold red")
+        unavailable = int(row.unavailable.sum()) if self._kind == RELATIVE else 0
+        if unavailable:
+            text.append(f"  ⚠ {fmt.count(unavailable)} without I(n,n) > 0: relative n/a", style="yellow")
         text.append("\n")
         text.append(fmt.one_line(data.test.text[index]), style="italic")
         return text
@@ -117,10 +145,15 @@ class RankingView(StateView):
     def _cells(self, row_id: int) -> list[CellText]:
         data, row = self.data, self._row
         assert data is not None and row is not None
+        raw, relative, scored = float(row.values[row_id]), float(row.relative[row_id]), bool(row.scored[row_id])
+        scores = [kind_cell(kind, raw, relative, scored) for kind in (INFLUENCE, RELATIVE)]
         return [
             rank_cell(int(self._ranks[row_id])),
             (str(row_id), None),
-            score_cell(float(row.values[row_id]), bool(row.scored[row_id])),
+            *(
+                cell if kind == self._kind else (cell[0], OTHER_SCORE + cell[1] if cell[1] else OTHER_SCORE)
+                for kind, cell in zip((INFLUENCE, RELATIVE), scores)
+            ),
             (data.label_name(int(self._labels[row_id])), None),
             corrupted_cell(bool(data.corrupted[row_id])),
             (fmt.one_line(data.train.text[row_id]), None),
@@ -132,10 +165,16 @@ class RankingView(StateView):
         if data is None or row is None or train is None:
             pair.update("", layout=False)
             return
-        value, _ = score_cell(float(row.values[train]), bool(row.scored[train]))
-        rank = int(self._ranks[train])
-        where = f"rank {fmt.count(rank)}/{fmt.count(row.n_scored)}" if rank else "not ranked yet"
-        pair.update(f"train #{train}: {value}, {where}  ·  enter: side by side", layout=False)
+        raw, relative, scored = float(row.values[train]), float(row.relative[train]), bool(row.scored[train])
+        parts = []
+        for kind in (self._kind, RELATIVE if self._kind == INFLUENCE else INFLUENCE):
+            value, _ = kind_cell(kind, raw, relative, scored)
+            ranked = row.score(kind)
+            rank = int(self._ranks[train]) if kind == self._kind else rank_of(ranked, train)
+            n_ranked = int(np.count_nonzero(~np.isnan(ranked)))
+            where = f"rank {fmt.count(rank)}/{fmt.count(n_ranked)}" if rank else "not ranked"
+            parts.append(f"{fmt.SCORE_SHORT[kind]} {value} {where}")
+        pair.update(f"train #{train}: {' · '.join(parts)} · enter: side by side", layout=False)
 
     # ------------------------------------------------------------ events
     @on(VirtualTable.RowHighlighted, "#ranking-table")
@@ -156,16 +195,19 @@ class RankingView(StateView):
         if data is None or row is None:
             return None
         lam = fmt.lam(data.regularizations[app.reg_index])
+        suffix = "-relative" if self._kind == RELATIVE else ""
         return ViewTable(
-            name=f"ranking-test{app.test_index}-{app.variant}-lambda{lam}",
+            name=f"ranking-test{app.test_index}-{app.variant}-lambda{lam}{suffix}",
             columns=[
                 "variant",
                 "lambda",
                 "test_index",
+                "score",
                 "rank",
                 "train_index",
                 "train_dataset_index",
                 "influence",
+                "relative_influence",
                 "train_label",
                 "train_label_used",
                 "corrupted",
@@ -176,10 +218,12 @@ class RankingView(StateView):
                     app.variant,
                     data.regularizations[app.reg_index],
                     app.test_index,
+                    self._kind,
                     int(self._ranks[i]) or "",
                     int(i),
                     int(data.train.dataset_index[i]),
-                    float(self._shown[i]),
+                    float(row.shown[i]),
+                    float(row.relative[i]),
                     int(data.train.label[i]),
                     int(self._labels[i]),
                     bool(data.corrupted[i]),

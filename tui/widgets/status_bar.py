@@ -14,7 +14,7 @@ SEPARATOR = " │ "
 class StatusBar(StateView):
     """One line that always says what every view is showing."""
 
-    WATCHES = ("test_index", "variant", "reg_index", "content_version", "stages_version", "engine_state")
+    WATCHES = ("test_index", "variant", "reg_index", "score_kind", "content_version", "stages_version", "engine_state")
     DEFAULT_CSS = "StatusBar { height: 1; }"
 
     def compose(self):
@@ -33,6 +33,7 @@ class StatusBar(StateView):
                 f"test #{app.test_index} ({label})",
                 f"{app.variant} labels",
                 f"λ {fmt.lam(data.regularizations[app.reg_index])} ({app.reg_index + 1}/{len(data.regularizations)})",
+                fmt.SCORE_SHORT[app.score_kind],
             ]
             if not data.scored.all():
                 parts.append(f"scored {fmt.count(int(data.scored.sum()))}/{fmt.count(data.n_train)}")
