@@ -6,14 +6,22 @@ saved with save_pretrained / save_to_disk / plain files, so the real loading cod
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
+# A private Hugging Face cache: datasets caches a local folder under its base name (a folder
+# called imdb would later answer load_dataset("imdb") offline), and the tests must neither
+# see nor fill the user's cache. Set before any test module imports datasets.
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="influence-explorer-tests-hf-")
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -12,7 +12,7 @@ import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
 from influence.cli import build_parser, config_from_args, main
-from influence.pipeline import prepare
+from influence.preparation import prepare
 from store.reader import StoreReader
 from store.writer import StoreWriter
 
@@ -189,8 +189,7 @@ def test_the_notebook_preset_offline_says_what_is_missing(capsys, tmp_path):
 
 FILE_SIZE_LIMIT = """
 import resource, signal, sys
-from influence.cli import build_parser, config_from_args, main
-from influence.pipeline import prepare
+from influence.cli import main
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))

@@ -79,8 +79,7 @@ def test_different_seeds_give_different_corpora() -> None:
 def test_default_sizes_and_label_names(corpus: DemoCorpus) -> None:
     assert (len(corpus.train), len(corpus.test)) == (2000, 500)
     assert LABEL_NAMES == ("negative", "positive")
-    assert all(isinstance(r, DemoReview) and r.label in (0, 1) and r.kind in KINDS
-               for r in corpus.train + corpus.test)
+    assert all(isinstance(r, DemoReview) and r.label in (0, 1) and r.kind in KINDS for r in corpus.train + corpus.test)
 
 
 @pytest.mark.parametrize("num_train,num_test", [(0, 0), (1, 1), (37, 11), (300, 150)])

@@ -21,7 +21,8 @@ from local_assets import (
 from influence.cli import main
 from influence.config import RunConfig
 from influence.ekfac import EkfacInfluence
-from influence.pipeline import prepare, run_pipeline
+from influence.pipeline import run_pipeline
+from influence.preparation import prepare
 from store.errors import StoreMismatch
 from store.reader import StoreReader
 
@@ -40,6 +41,12 @@ def assets(tmp_path_factory):
         "parquet": write_parquet_folder(root / "parquet", rows),
         "root": root,
     }
+
+
+def small_config(assets, **settings) -> RunConfig:
+    """A run on the tiny local model and the CSV folder, with ``settings`` on top."""
+    defaults = dict(model=str(assets["model"]), dataset=str(assets["csv"]), batch_size=4, max_length=48, sweep=[1e-3])
+    return RunConfig(**{**defaults, **settings}).validate()
 
 
 def export(args: list[str], capsys) -> list[str]:
@@ -80,17 +87,7 @@ def test_export_writes_the_store_and_the_tables(assets, tmp_path, capsys):
 
 
 def test_store_scores_equal_the_engine_called_directly(assets, tmp_path):
-    config = RunConfig(
-        model=str(assets["model"]),
-        dataset=str(assets["csv"]),
-        num_train=16,
-        num_test=4,
-        batch_size=4,
-        max_length=48,
-        sweep=[1e-3],
-        store=str(tmp_path / "s.h5"),
-        corrupt=None,
-    ).validate()
+    config = small_config(assets, num_train=16, num_test=4, store=str(tmp_path / "s.h5"), corrupt=None)
     run_pipeline(config)
     analysis = prepare(config)
     engine = EkfacInfluence(analysis.loaded.model).fit(analysis.train_batches)
@@ -128,39 +125,21 @@ def test_every_dataset_format_loads(assets, tmp_path, capsys, source):
 
 
 def test_fraction_corruption_is_seeded_and_exact_fisher_is_not_refitted(assets, tmp_path):
-    common = dict(
-        model=str(assets["model"]),
-        dataset=str(assets["csv"]),
-        num_train=40,
-        num_test=4,
-        batch_size=8,
-        max_length=48,
-        sweep=[1e-3],
-        corrupt="0.25",
-    )
-    first = prepare(RunConfig(**common).validate())
-    again = prepare(RunConfig(**common).validate())
+    common = dict(num_train=40, num_test=4, batch_size=8, corrupt="0.25")
+    first = prepare(small_config(assets, **common))
+    again = prepare(small_config(assets, **common))
     flipped = first.data.corrupted_labels != first.data.train.labels
     assert flipped.sum() == 10
     assert np.array_equal(first.data.corrupted_labels, again.data.corrupted_labels)
     assert first.layout.factor_variants == ["clean"]
-    empirical = prepare(RunConfig(**common, fisher="empirical").validate())
+    empirical = prepare(small_config(assets, **common, fisher="empirical"))
     assert empirical.layout.factor_variants == ["clean", "corrupted"]
 
 
 def test_empirical_fisher_refits_the_factors_for_the_corrupted_labels(assets, tmp_path):
-    config = RunConfig(
-        model=str(assets["model"]),
-        dataset=str(assets["csv"]),
-        num_train=16,
-        num_test=4,
-        batch_size=4,
-        max_length=48,
-        sweep=[1e-3],
-        fisher="empirical",
-        corrupt="all",
-        store=str(tmp_path / "e.h5"),
-    ).validate()
+    config = small_config(
+        assets, num_train=16, num_test=4, fisher="empirical", corrupt="all", store=str(tmp_path / "e.h5")
+    )
     run_pipeline(config)
     analysis = prepare(config)
     corrupted = [{**b, "labels": b["corrupted_labels"]} for b in analysis.train_batches]
@@ -202,16 +181,7 @@ def test_progress_goes_to_stderr_and_paths_to_stdout(assets, tmp_path, capsys):
 
 
 def test_model_is_recorded_with_its_predictions(assets, tmp_path):
-    config = RunConfig(
-        model=str(assets["model"]),
-        dataset=str(assets["csv"]),
-        num_train=8,
-        num_test=8,
-        batch_size=4,
-        max_length=48,
-        sweep=[1e-3],
-        store=str(tmp_path / "p.h5"),
-    ).validate()
+    config = small_config(assets, num_train=8, num_test=8, store=str(tmp_path / "p.h5"))
     run_pipeline(config)
     analysis = prepare(config)
     with torch.no_grad():
@@ -232,25 +202,17 @@ def test_model_is_recorded_with_its_predictions(assets, tmp_path):
 def test_a_cache_store_of_another_run_is_recreated_but_a_named_one_is_not(assets, tmp_path, monkeypatch):
     """The UI's stores live in the user cache and are ours to replace; a --store is the user's."""
     monkeypatch.setenv("INFLUENCE_EXPLORER_CACHE", str(tmp_path / "cache"))
-    common = dict(
-        model=str(assets["model"]),
-        dataset=str(assets["csv"]),
-        num_train=8,
-        num_test=4,
-        batch_size=4,
-        max_length=32,
-        sweep=[1e-3],
-    )
-    config = RunConfig(**common).validate()
+    common = dict(num_train=8, num_test=4, max_length=32)
+    config = small_config(assets, **common)
     path = run_pipeline(config)
     assert path.is_relative_to(tmp_path / "cache")
     other = save_tiny_model(tmp_path / "other-model", assets["rows"], seed=9)
     # Same settings, other weights: the same cache path, another run.
-    retrained = RunConfig(**{**common, "model": str(other)}).validate()
+    retrained = small_config(assets, **common, model=str(other))
     monkeypatch.setattr(RunConfig, "store_path", lambda self: path)
     assert run_pipeline(retrained) == path
     with StoreReader(path) as reader:
         assert reader.stages()["scores"].status == "done"
-    named = RunConfig(**common, store=str(path)).validate()
+    named = small_config(assets, **common, store=str(path))
     with pytest.raises(StoreMismatch):
         run_pipeline(named)
