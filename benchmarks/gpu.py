@@ -93,9 +93,11 @@ def main() -> None:
     test = build_batches(workload, workload.test, seed=2)
     sync = synchronized(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    print(f"{workload.name}: dim {workload.dim}, {workload.layers} layers, seq {workload.seq}, "
-          f"{workload.train} train x {workload.test} test, batch {workload.batch}, "
-          f"{tracked_parameters(model):,} tracked parameters; sweep {SWEEP}")
+    print(
+        f"{workload.name}: dim {workload.dim}, {workload.layers} layers, seq {workload.seq}, "
+        f"{workload.train} train x {workload.test} test, batch {workload.batch}, "
+        f"{tracked_parameters(model):,} tracked parameters; sweep {SWEEP}"
+    )
     print(f"device: {name}; torch {torch.__version__}")
 
     plain_passes(model, train[:1])  # warm-up (kernels, allocator)
@@ -119,8 +121,10 @@ def main() -> None:
         print(f"{stage:<24}{results['fp32']['stages'][stage]:>10.2f}{results['bf16']['stages'][stage]:>10.2f}")
     print(f"{'total':<24}{results['fp32']['total']:>10.2f}{results['bf16']['total']:>10.2f}")
     print(f"{'peak memory GiB':<24}{results['fp32']['peak_gib']:>10.1f}{results['bf16']['peak_gib']:>10.1f}")
-    print(f"floor (fp32): 3 x train pass {floor_train:.2f} + test pass {floor_test:.2f} + eigh {eigen_floor:.2f} "
-          f"= {floor:.2f} s; total/floor {results['fp32']['total'] / floor:.2f}")
+    print(
+        f"floor (fp32): 3 x train pass {floor_train:.2f} + test pass {floor_test:.2f} + eigh {eigen_floor:.2f} "
+        f"= {floor:.2f} s; total/floor {results['fp32']['total'] / floor:.2f}"
+    )
     agreement = {}
     print(f"\n{'λ':>8}  {'Pearson bf16~fp32':>18}  {'Spearman':>9}  finite fp32/bf16")
     for k, reg in enumerate(SWEEP):
@@ -130,8 +134,9 @@ def main() -> None:
         print(f"{reg:>8g}  {agreement[str(reg)]['pearson']:>18.5f}  {agreement[str(reg)]['spearman']:>9.5f}  {finite}")
     if args.json:
         figures = {label: {k: v for k, v in r.items() if k != "scores"} for label, r in results.items()}
-        figures.update(device=name, torch=torch.__version__, floor=floor, agreement=agreement,
-                       workload=workload.__dict__)
+        figures.update(
+            device=name, torch=torch.__version__, floor=floor, agreement=agreement, workload=workload.__dict__
+        )
         args.json.write_text(json.dumps(figures, indent=1))
 
 

@@ -10,11 +10,15 @@ keeps examples apart.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import torch
 
 from influence.layers import TrackedLayer
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
 
 
 @dataclass
@@ -29,6 +33,10 @@ class LayerTokens:
     gradients: list[torch.Tensor]
     mask: torch.Tensor  # (B, T), 1 for real tokens
     _rows: Optional[torch.Tensor] = field(default=None, init=False, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes([self.activations, *self.gradients])
 
     @property
     def token_count(self) -> int:

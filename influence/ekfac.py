@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
@@ -30,13 +30,14 @@ from influence.factors import (
     Eigenbasis,
     EigenvalueSums,
     LayerFactors,
-    combine,
+    RotatedTokens,
     corrected_eigenvalues,
 )
 from influence.layers import TrackedLayer, resolve_layers
 from influence.model_state import analysis_mode
 from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
 from influence.task import FISHER_KINDS, LABEL_KEY, LogitVectors, logit_vectors, logits_of, model_inputs
+from influence.workspace import Workspace
 
 Batch = Mapping[str, Any]
 BatchData = Batch | Iterable[Batch]
@@ -65,12 +66,12 @@ class ScoreBatch:
     """Scores of every query against one batch of training examples.
 
     ``layers``: (variants, regularizations, layers, n_test, batch); ``self_influence``:
-    (variants, regularizations, batch), the training examples' own Σ ñ²/(Λ+λ).
+    (variants, regularizations, batch), the training examples' own Σ ñ²/(Λ+λ), when asked for.
     """
 
     index: int
     layers: torch.Tensor
-    self_influence: torch.Tensor
+    self_influence: Optional[torch.Tensor]
 
     @property
     def total(self) -> torch.Tensor:
@@ -79,32 +80,46 @@ class ScoreBatch:
 
 @dataclass
 class CapturedBatch:
-    """What one forward/backward pass over a batch gave: token matrices, probabilities, the batch."""
+    """What one forward/backward pass over a batch gave: per layer its token matrices (raw,
+    or once a cache has kept them rotated, in an eigenbasis), probabilities, the batch."""
 
-    tokens: dict[str, LayerTokens]
+    layers: dict[str, LayerTokens | RotatedTokens]
     vectors: LogitVectors
     batch: dict[str, Any]
-    # Per layer: the eigenbasis used and the rotated basis gradients Q_Sᵀ DW Q_A.
-    rotated: dict[str, tuple[Eigenbasis, list[torch.Tensor]]] = field(default_factory=dict)
 
+    def raw(self, name: str) -> LayerTokens:
+        tokens = self.layers[name]
+        if not isinstance(tokens, LayerTokens):
+            raise RuntimeError(f"layer {name!r} of this batch was kept only in an eigenbasis")
+        return tokens
 
-def _bytes(tensors: Iterable[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in tensors)
+    def in_basis(self, name: str, basis: Eigenbasis) -> RotatedTokens:
+        tokens = self.layers[name]
+        if isinstance(tokens, RotatedTokens) and tokens.basis is basis:
+            return tokens
+        return basis.rotate(self.raw(name))
 
+    def serves(self, bases: Optional[Mapping[str, Eigenbasis]]) -> bool:
+        """Whether a pass needing raw tokens (``bases`` None) or these eigenbases can use this batch."""
+        return all(
+            isinstance(tokens, LayerTokens) or (bases is not None and tokens.basis is bases.get(name))
+            for name, tokens in self.layers.items()
+        )
 
-def _token_bytes(entry: CapturedBatch) -> int:
-    return _bytes(
-        [t.activations for t in entry.tokens.values()] + [g for t in entry.tokens.values() for g in t.gradients]
-    )
+    @property
+    def nbytes(self) -> int:
+        return sum(tokens.nbytes for tokens in self.layers.values())
 
 
 class TrainCache:
     """The captured token matrices of a training set, so that later passes over the same
     batches skip the forward and backward passes (the covariance pass fills it; the
-    eigenvalue-correction and scores passes read it). Bounded by ``max_bytes``: batches
-    beyond the budget are simply captured again. A batch whose ``input_ids`` differ from
-    the cached ones (another data order) is captured again too, so the cache can never
-    change a result, only its cost.
+    eigenvalue-correction and scores passes read it). The first pass that rotates a cached
+    layer into an eigenbasis keeps the rotated matrices in place of the raw ones (the same
+    size), so that the scores do not rotate again. Bounded by ``max_bytes``: batches beyond
+    the budget are simply captured again. A batch whose ``input_ids`` differ from the cached
+    ones (another data order), or that was kept in another eigenbasis than a pass needs, is
+    captured again too, so the cache can never change a result, only its cost.
     """
 
     def __init__(self, max_bytes: int):
@@ -115,28 +130,35 @@ class TrainCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, index: int, batch: Batch) -> Optional[CapturedBatch]:
+    def get(
+        self, index: int, batch: Batch, bases: Optional[Mapping[str, Eigenbasis]] = None
+    ) -> Optional[CapturedBatch]:
         entry = self._entries.get(index)
         if entry is None:
             return None
         ids, cached = batch.get("input_ids"), entry.batch.get("input_ids")
         if ids is None or cached is None or ids.shape != cached.shape or not torch.equal(ids.to(cached.device), cached):
             return None
+        if not entry.serves(bases):
+            self.bytes -= entry.nbytes
+            del self._entries[index]
+            return None
         return entry
 
     def offer(self, index: int, entry: CapturedBatch) -> None:
-        size = _token_bytes(entry)
+        size = entry.nbytes
         if index not in self._entries and self.bytes + size <= self.max_bytes:
             self._entries[index] = entry
             self.bytes += size
 
-    def keep_rotated(self, entry: CapturedBatch, layer: str, eigen: Eigenbasis, rotated: list[torch.Tensor]) -> None:
-        """Keep what the eigenvalue correction rotated, so that scoring does not rotate again."""
-        size = _bytes(rotated)
-        cached = any(entry is kept for kept in self._entries.values())
-        if cached and layer not in entry.rotated and self.bytes + size <= self.max_bytes:
-            entry.rotated[layer] = (eigen, rotated)
-            self.bytes += size
+    def keep_rotated(self, index: int, entry: CapturedBatch, name: str, rotated: RotatedTokens) -> None:
+        """Keep a cached batch's layer in the eigenbasis it was just rotated into."""
+        if self._entries.get(index) is not entry or entry.layers[name] is rotated:
+            return
+        change = rotated.nbytes - entry.layers[name].nbytes
+        if self.bytes + change <= self.max_bytes:
+            entry.layers[name] = rotated
+            self.bytes += change
 
     def clear(self) -> None:
         self._entries.clear()
@@ -270,9 +292,10 @@ class EkfacInfluence:
         cancel: Optional[threading.Event],
         start_batch: int = 0,
         cache: Optional[TrainCache] = None,
+        bases: Optional[Mapping[str, Eigenbasis]] = None,
     ) -> Iterator[tuple[int, int, CapturedBatch]]:
-        """Batches from ``start_batch`` on, captured (or taken from ``cache``); yields
-        (index, position of the batch's first example, the captured batch)."""
+        """Batches from ``start_batch`` on, captured (or taken from ``cache`` when kept raw or
+        in ``bases``); yields (index, position of the batch's first example, the captured batch)."""
         batches = _as_batches(data)
         total = _length(batches)
         position = 0
@@ -281,7 +304,7 @@ class EkfacInfluence:
                 size = _batch_size(batch)
                 if index >= start_batch:
                     check_cancel(cancel)
-                    entry = cache.get(index, batch) if cache is not None else None
+                    entry = cache.get(index, batch, bases) if cache is not None else None
                     if entry is None:
                         entry = CapturedBatch(*self._capture(batch))
                         if cache is not None:
@@ -315,7 +338,7 @@ class EkfacInfluence:
         for index, position, entry in passes:
             fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
             for layer in self.layers:
-                sums[layer.name].add(entry.tokens[layer.name], fisher)
+                sums[layer.name].add(entry.raw(layer.name), fisher)
             if on_batch is not None:
                 on_batch(index, sums)
         return sums
@@ -356,15 +379,15 @@ class EkfacInfluence:
     ) -> dict[str, EigenvalueSums]:
         """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
         sums = sums if sums is not None else self.new_eigenvalue_sums()
-        passes = self._passes(data, STAGE_CORRECTION, progress, cancel, start_batch, cache)
+        passes = self._passes(data, STAGE_CORRECTION, progress, cancel, start_batch, cache, eigen)
+        workspace = Workspace()
         for index, position, entry in passes:
             fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
             for layer in self.layers:
-                basis = eigen[layer.name]
-                rotated = basis.rotate(entry.tokens[layer.name])
-                sums[layer.name].add(rotated, fisher)
+                rotated = entry.in_basis(layer.name, eigen[layer.name])
+                sums[layer.name].add(rotated, fisher, workspace)
                 if cache is not None:
-                    cache.keep_rotated(entry, layer.name, basis, rotated)
+                    cache.keep_rotated(index, entry, layer.name, rotated)
             if on_batch is not None:
                 on_batch(index, sums)
         return sums
@@ -417,10 +440,8 @@ class EkfacInfluence:
         if not self.is_fitted:
             raise RuntimeError("call fit() (or set_factors()) before computing influences")
 
-    def _rotated_label_gradients(
-        self, tokens: Mapping[str, LayerTokens], coordinates: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        return {name: combine(self.factors[name].eigen.rotate(tokens[name]), coordinates) for name in self.layer_names}
+    def _bases(self) -> dict[str, Eigenbasis]:
+        return {name: factors.eigen for name, factors in self.factors.items()}
 
     def query_gradients(
         self,
@@ -435,9 +456,8 @@ class EkfacInfluence:
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
         for _, _, entry in self._passes(data, STAGE_QUERIES, progress, cancel):
             coordinates = entry.vectors.label_gradient(entry.batch[label_key])
-            rotated = self._rotated_label_gradients(entry.tokens, coordinates)
-            for name, value in rotated.items():
-                parts[name].append(value)
+            for name in self.layer_names:
+                parts[name].append(entry.in_basis(name, self.factors[name].eigen).combined(coordinates))
         return Queries({name: torch.cat(values) for name, values in parts.items()})
 
     def query_self_influence(self, queries: Queries, regularizations: Sequence[float]) -> torch.Tensor:
@@ -462,6 +482,7 @@ class EkfacInfluence:
         label_keys: Sequence[str] = (LABEL_KEY,),
         start_batch: int = 0,
         cache: Optional[TrainCache] = None,
+        with_self_influence: bool = True,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> Iterator[ScoreBatch]:
@@ -469,44 +490,50 @@ class EkfacInfluence:
 
         Each training label set in ``label_keys`` is a variant (clean, corrupted…); all
         variants and all regularization values come from the same forward/backward pass.
+        The training examples' self-influence costs a pass over their gradients of its own:
+        ``with_self_influence=False`` skips it.
         """
         self._require_fitted()
-        for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache):
+        bases = self._bases()
+        workspace = Workspace()
+        for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache, bases):
             size = entry.vectors.probabilities.shape[0]
             shape = (len(label_keys), len(regularizations))
             layers = torch.zeros(
                 *shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device
             )
-            self_influence = torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device)
+            self_influence = (
+                torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device) if with_self_influence else None
+            )
             coordinates = [entry.vectors.label_gradient(entry.batch[key]) for key in label_keys]
             # Layer by layer, so that only one layer's per-example gradients are alive at a time;
             # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
             for layer_index, name in enumerate(self.layer_names):
-                rotated = self._rotated(name, entry)
+                rotated = entry.in_basis(name, bases[name])
                 query = queries.rotated[name].flatten(1)
-                inverse = torch.stack([self.factors[name].inverse_weights(reg).flatten() for reg in regularizations])
+                parameters = query.shape[1]
+                inverse = workspace.take("inverse", (len(regularizations), parameters), query)
+                for k, reg in enumerate(regularizations):
+                    self.factors[name].inverse_weights(reg, out=inverse[k].view_as(self.factors[name].eigenvalues))
                 for v, coords in enumerate(coordinates):
-                    gradients = combine(rotated, coords).flatten(1)
-                    weighted = gradients.unsqueeze(0) * inverse.unsqueeze(1)  # (λ, batch, parameters)
+                    gradients = rotated.combined(coords, workspace.take("gradients", rotated.shape, query)).flatten(1)
+                    weighted = workspace.take("weighted", (len(regularizations), size, parameters), query)
+                    torch.mul(gradients.unsqueeze(0), inverse.unsqueeze(1), out=weighted)  # (λ, batch, parameters)
                     # One product reading the queries once: (λ·batch, P) @ (P, n_test).
-                    products = weighted.reshape(-1, weighted.shape[-1]) @ query.T
+                    products = weighted.reshape(-1, parameters) @ query.T
                     layers[v, :, layer_index] = products.reshape(len(regularizations), size, -1).transpose(1, 2)
-                    self_influence[v] += (weighted * gradients).sum(dim=2)
+                    if self_influence is not None:
+                        self_influence[v] += weighted.mul_(gradients).sum(dim=2)
+                if cache is not None:
+                    cache.keep_rotated(index, entry, name, rotated)
             yield ScoreBatch(index, layers, self_influence)
-
-    def _rotated(self, name: str, entry: CapturedBatch) -> list[torch.Tensor]:
-        """Rotated basis gradients: kept from the eigenvalue correction when it used this eigenbasis."""
-        eigen = self.factors[name].eigen
-        kept = entry.rotated.get(name)
-        return kept[1] if kept is not None and kept[0] is eigen else eigen.rotate(entry.tokens[name])
 
     # ---------------------------------------------------- pyDVL-style helpers
     def _score_matrix(self, test: BatchData, train: BatchData, regularizations: Sequence[float]) -> torch.Tensor:
         """(regularizations, layers, n_test, n_train) for the clean labels."""
         queries = self.query_gradients(test)
-        blocks = [
-            block.layers[0] for block in self.iter_scores(queries, train, regularizations, cache=self.train_cache)
-        ]
+        scores = self.iter_scores(queries, train, regularizations, cache=self.train_cache, with_self_influence=False)
+        blocks = [block.layers[0] for block in scores]
         return torch.cat(blocks, dim=-1)
 
     def influences_by_layer(

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import numpy as np
 import torch
 
-from influence.capture import LayerTokens
+from influence.capture import LayerTokens, tensor_bytes
+from influence.workspace import Workspace
 
 MODES = ("ekfac", "kfac")
 EIGEN_DTYPE = torch.float64
@@ -30,13 +32,15 @@ FLOAT32_EIGEN_TOLERANCE = 1e-4
 EIGEN_CHECK_VECTORS = 64  # eigenvectors checked, spread evenly over the spectrum: O(d²) not O(d³)
 
 
-def combine(basis_tensors: list[torch.Tensor], coordinates: torch.Tensor) -> torch.Tensor:
+def combine(
+    basis_tensors: list[torch.Tensor], coordinates: torch.Tensor, out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Σ_j coordinates[b, j] · basis_tensors[j][b]: the quantity for any logit vector, by linearity."""
     shape = (coordinates.shape[0],) + (1,) * (basis_tensors[0].dim() - 1)
     coords = coordinates.to(basis_tensors[0].dtype)
-    total = basis_tensors[0] * coords[:, 0].reshape(shape)
+    total = torch.mul(basis_tensors[0], coords[:, 0].reshape(shape), out=out)
     for j in range(1, len(basis_tensors)):
-        total = total + basis_tensors[j] * coords[:, j].reshape(shape)
+        total.addcmul_(basis_tensors[j], coords[:, j].reshape(shape))
     return total
 
 
@@ -93,12 +97,14 @@ class Eigenbasis:
         s_values, s_vectors = symmetric_eigh(sums.gradient / sums.tokens, precision)
         return cls(a_vectors.to(dtype), a_values.to(dtype), s_vectors.to(dtype), s_values.to(dtype))
 
-    def rotate(self, tokens: LayerTokens) -> list[torch.Tensor]:
-        """Q_Sᵀ DW Q_A (B, out, in') for each backpropagated basis vector.
+    def rotate(self, tokens: LayerTokens) -> "RotatedTokens":
+        """The batch in this eigenbasis, in the form that is cheaper to use.
 
-        Rotating the token matrices first, (G Q_S)ᵀ(Ā Q_A), costs T(out² + in² + out·in)
-        per example, against out·in·(T + out + in) for forming DW and rotating it; the
-        cheaper order is taken (rotate-first whenever sequences are shorter than the layer).
+        Rotating the token matrices, (G Q_S)ᵀ(Ā Q_A), costs T(out² + in² + out·in) per
+        example, against out·in·(T + out + in) for forming DW and rotating it; the cheaper
+        order is taken (rotate-first whenever sequences are shorter than the layer), and
+        rotate-first keeps the rotated token matrices rather than their product: as small
+        as the raw ones, where Q_Sᵀ DW Q_A is out·in per example.
         """
         activations = tokens.activations
         _, length, n_in = activations.shape
@@ -106,16 +112,69 @@ class Eigenbasis:
         rotate_first = length * (n_out * n_out + n_in * n_in + n_out * n_in)
         form_first = n_out * n_in * (length + n_out + n_in)
         if rotate_first <= form_first:
-            # Only real tokens are rotated; padding rows come back as zeros.
-            rotated_activations = tokens.scatter(tokens.real_rows(activations) @ self.activation_vectors)
-            return [
-                tokens.scatter(tokens.real_rows(g) @ self.gradient_vectors).transpose(1, 2) @ rotated_activations
-                for g in tokens.gradients
-            ]
-        return [
+            # Only real tokens are rotated, and kept packed: padding costs neither time nor memory.
+            return RotatedTokens(
+                self,
+                activations=tokens.real_rows(activations) @ self.activation_vectors,
+                gradients=[tokens.real_rows(g) @ self.gradient_vectors for g in tokens.gradients],
+                counts=tokens.mask.sum(dim=1).tolist(),
+            )
+        products = [
             self.gradient_vectors.T @ (g.transpose(1, 2) @ activations) @ self.activation_vectors
             for g in tokens.gradients
         ]
+        return RotatedTokens(self, products=products)
+
+
+@dataclass
+class RotatedTokens:
+    """One layer's batch in an eigenbasis: either its rotated token rows (G Q_S, Ā Q_A) over
+    the real tokens, examples one after another, whose per-example products give
+    Q_Sᵀ DW Q_A on demand, or those products themselves (B, out, in')."""
+
+    basis: Eigenbasis
+    activations: Optional[torch.Tensor] = None  # (real tokens, in')
+    gradients: Optional[list[torch.Tensor]] = None  # (real tokens, out), one per basis vector
+    counts: Optional[list[int]] = None  # real tokens of each example
+    products: Optional[list[torch.Tensor]] = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(B, out, in') of :meth:`combined`."""
+        if self.products is not None:
+            return tuple(self.products[0].shape)
+        return len(self.counts), self.gradients[0].shape[1], self.activations.shape[1]
+
+    def combined(self, coordinates: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Q_Sᵀ DW Q_A (B, out, in') for the logit vector with these basis ``coordinates`` (B, C−1),
+        written into ``out`` when given."""
+        if self.products is not None:
+            return combine(self.products, coordinates, out)
+        repeats = torch.tensor(self.counts, device=coordinates.device)
+        rows = combine(self.gradients, coordinates.repeat_interleave(repeats, dim=0))
+        return per_example_products(rows, self.activations, self.counts, out)
+
+    @property
+    def nbytes(self) -> int:
+        if self.products is not None:
+            return tensor_bytes(self.products)
+        return tensor_bytes([self.activations, *self.gradients])
+
+
+def per_example_products(
+    gradients: torch.Tensor, activations: torch.Tensor, counts: list[int], out: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """Σ_t g_t ā_tᵀ for each example, from token rows packed example after example."""
+    result = out if out is not None else gradients.new_empty(len(counts), gradients.shape[1], activations.shape[1])
+    if len(set(counts)) <= 1:  # equal lengths: one batched product
+        length = counts[0] if counts else 0
+        batch = len(counts)
+        return torch.bmm(
+            gradients.reshape(batch, length, -1).transpose(1, 2), activations.reshape(batch, length, -1), out=result
+        )
+    for index, (g, a) in enumerate(zip(gradients.split(counts), activations.split(counts))):
+        torch.mm(g.T, a, out=result[index])
+    return result
 
 
 def symmetric_eigh(matrix: torch.Tensor, precision: str = "float64") -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,11 +183,24 @@ def symmetric_eigh(matrix: torch.Tensor, precision: str = "float64") -> tuple[to
         raise ValueError(f"unknown eigendecomposition precision {precision!r}: choose {', '.join(EIGEN_PRECISIONS)}")
     if precision == "float32":
         single = _symmetrized(matrix.to(torch.float32))
-        values, vectors = torch.linalg.eigh(single)
+        values, vectors = _eigh(single)
         if eigh_error(single, values, vectors) <= FLOAT32_EIGEN_TOLERANCE:
             return values.clamp_min(0.0), vectors
-    values, vectors = torch.linalg.eigh(_symmetrized(matrix.to(EIGEN_DTYPE)))
+    values, vectors = _eigh(_symmetrized(matrix.to(EIGEN_DTYPE)))
     return values.clamp_min(0.0), vectors
+
+
+def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LAPACK's divide-and-conquer ``syevd``, through NumPy on the CPU.
+
+    NumPy's OpenBLAS build runs it 1.35x faster than torch's MKL build on the 2-core
+    benchmark machine (3073-wide float64: 2.7 s against 3.7 s) at the same accuracy
+    (``docs/benchmarks.md``); on an accelerator torch's own solver is the one to use.
+    """
+    if matrix.device.type != "cpu":
+        return torch.linalg.eigh(matrix)
+    values, vectors = np.linalg.eigh(matrix.numpy())
+    return torch.from_numpy(values), torch.from_numpy(vectors)
 
 
 def eigh_error(matrix: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> float:
@@ -158,9 +230,10 @@ class EigenvalueSums:
     def zeros(cls, out_features: int, in_features: int, dtype: torch.dtype, device: torch.device):
         return cls(torch.zeros(out_features, in_features, dtype=dtype, device=device))
 
-    def add(self, rotated: list[torch.Tensor], fisher: torch.Tensor) -> None:
+    def add(self, rotated: RotatedTokens, fisher: torch.Tensor, workspace: Optional[Workspace] = None) -> None:
         for r in range(fisher.shape[1]):
-            self.squares.add_(combine(rotated, fisher[:, r]).square().sum(dim=0))
+            out = workspace.take("squares", rotated.shape, self.squares) if workspace is not None else None
+            self.squares.add_(rotated.combined(fisher[:, r], out).square_().sum(dim=0))
         self.examples += fisher.shape[0]
 
 
@@ -184,6 +257,6 @@ class LayerFactors:
     eigen: Eigenbasis
     eigenvalues: torch.Tensor  # (out, in'): Λ (EK-FAC) or T̄ λ_S λ_Aᵀ (K-FAC)
 
-    def inverse_weights(self, regularization: float) -> torch.Tensor:
+    def inverse_weights(self, regularization: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """1 / (Λ + λ): the damped inverse of the Fisher block, diagonal in the eigenbasis."""
-        return 1.0 / (self.eigenvalues + regularization)
+        return torch.add(self.eigenvalues, regularization, out=out).reciprocal_()

@@ -247,6 +247,24 @@ def test_the_train_cache_changes_costs_not_results():
     )
 
 
+@pytest.mark.parametrize("length, form", [(6, "gradients"), (16, "products")])
+def test_the_cache_keeps_batches_in_the_eigenbasis_and_never_serves_a_stale_one(length, form):
+    """Short sequences keep rotated token matrices, long ones (here, past ~10 tokens for the
+    FFN layers) their products; a batch kept in another eigenbasis is captured again."""
+    model = tiny_distilbert()
+    train = _train(count=3, length=length)
+    test = padded_batch(3, length, seed=33)
+    cached = EkfacInfluence(model).fit(train)
+    bases = {name: factors.eigen for name, factors in cached.factors.items()}
+    entry = cached.train_cache.get(0, train[0], bases)
+    assert entry is not None
+    assert getattr(entry.layers["distilbert.transformer.layer.0.ffn.lin1"], form) is not None
+    assert cached.train_cache.get(0, train[0]) is None  # a pass needing raw tokens cannot use it
+    other = EkfacInfluence(model, fisher="empirical", cache_bytes=0).fit(train)
+    cached.factors = other.factors
+    assert torch.equal(cached.influences(test, train, REGULARIZATION), other.influences(test, train, REGULARIZATION))
+
+
 def test_float32_eigendecompositions_agree_with_float64():
     """The speed-up's accuracy cost, measured: influences within 1e-3 relative of float64's."""
     model = tiny_distilbert(dtype=torch.float32)
