@@ -191,16 +191,16 @@ def symmetric_eigh(matrix: torch.Tensor, precision: str = "float64") -> tuple[to
 
 
 def _eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """LAPACK's divide-and-conquer ``syevd``, through NumPy on the CPU.
+    """LAPACK's divide-and-conquer ``syevd`` from whichever build is fastest for the dtype.
 
-    NumPy's OpenBLAS build runs it 1.35x faster than torch's MKL build on the 2-core
-    benchmark machine (3073-wide float64: 2.7 s against 3.7 s) at the same accuracy
-    (``docs/benchmarks.md``); on an accelerator torch's own solver is the one to use.
+    On the 2-core benchmark machine, for a 3072-wide covariance: float64 through NumPy
+    (OpenBLAS) 2.6 s against torch (MKL) 3.7 s, at the same accuracy; float32 through torch
+    1.3 s against NumPy 2.6 s (``docs/benchmarks.md``). On an accelerator, torch's solver.
     """
-    if matrix.device.type != "cpu":
-        return torch.linalg.eigh(matrix)
-    values, vectors = np.linalg.eigh(matrix.numpy())
-    return torch.from_numpy(values), torch.from_numpy(vectors)
+    if matrix.device.type == "cpu" and matrix.dtype == torch.float64:
+        values, vectors = np.linalg.eigh(matrix.numpy())
+        return torch.from_numpy(values), torch.from_numpy(vectors)
+    return torch.linalg.eigh(matrix)
 
 
 def eigh_error(matrix: torch.Tensor, values: torch.Tensor, vectors: torch.Tensor) -> float:
