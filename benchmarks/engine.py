@@ -65,8 +65,8 @@ def plain_passes(model: torch.nn.Module, batches: list[dict]) -> None:
 def floor_eigendecompositions(covariance: dict[str, CovarianceSums]) -> None:
     """Plain float64 eigh of every covariance: what any EK-FAC must spend."""
     for sums in covariance.values():
-        symmetric_eigh(sums.activation / sums.tokens)
-        symmetric_eigh(sums.gradient / sums.tokens)
+        symmetric_eigh(sums.activation, scale=1.0 / sums.tokens)
+        symmetric_eigh(sums.gradient, scale=1.0 / sums.tokens)
 
 
 def main() -> None:

@@ -458,7 +458,9 @@ class EkfacInfluence:
             coordinates = entry.vectors.label_gradient(entry.batch[label_key])
             for name in self.layer_names:
                 parts[name].append(entry.in_basis(name, self.factors[name].eigen).combined(coordinates))
-        return Queries({name: torch.cat(values) for name, values in parts.items()})
+        # Layer by layer, letting each layer's parts go once joined: the test gradients are the
+        # largest thing a run holds, and joining them all before freeing any would double them.
+        return Queries({name: _joined(parts.pop(name)) for name in self.layer_names})
 
     def query_self_influence(self, queries: Queries, regularizations: Sequence[float]) -> torch.Tensor:
         """(regularizations, n_test): each test example's Σ q̃²/(Λ+λ), summed over layers."""
@@ -563,6 +565,10 @@ class EkfacInfluence:
 
     def _empty_query(self, layer: TrackedLayer) -> torch.Tensor:
         return torch.zeros(0, layer.out_features, layer.augmented_in, dtype=self.factor_dtype, device=self.device)
+
+
+def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def _batch_size(batch: Batch) -> int:
