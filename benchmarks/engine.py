@@ -15,9 +15,11 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +37,30 @@ from influence.layers import resolve_layers  # noqa: E402
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class StagePeaks:
+    """Peak resident memory per stage, from a thread sampling ``/proc/self/statm`` (Linux)."""
+
+    INTERVAL_S = 0.02
+    STATM = Path("/proc/self/statm")
+
+    def __init__(self) -> None:
+        self.stage = "setup"
+        self.peaks: dict[str, int] = {}
+        self.available = self.STATM.exists()
+        if self.available:
+            threading.Thread(target=self._sample, daemon=True).start()
+
+    def _sample(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
+        while True:
+            rss = int(self.STATM.read_text().split()[1]) * page
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+            time.sleep(self.INTERVAL_S)
+
+    def mib(self, stage: str) -> str:
+        return f"{self.peaks[stage] / 2**20:,.0f}" if stage in self.peaks else "n/a"
 
 
 def timed(function, *args, **kwargs):
@@ -105,16 +131,24 @@ def main() -> None:
     )
     cache = TrainCache(args.cache_mib * 2**20)
     stages: dict[str, float] = {}
-    covariance, stages["covariance"] = timed(engine.accumulate_covariance, train, cache=cache)
-    eigen, stages["eigendecomposition"] = timed(engine.eigendecompose, covariance)
+    memory = StagePeaks()
+
+    def stage(name: str, function, *stage_args, **stage_kwargs):
+        memory.stage = name
+        result, stages[name] = timed(function, *stage_args, **stage_kwargs)
+        return result
+
+    covariance = stage("covariance", engine.accumulate_covariance, train, cache=cache)
+    eigen = stage("eigendecomposition", engine.eigendecompose, covariance)
+    memory.stage = "floor eigh"
     _, floor_eigh = timed(floor_eigendecompositions, covariance)
     covariance = {name: sums.counts_only() for name, sums in covariance.items()}  # as fit() and the pipeline do
     corrections = None
     if args.mode == "ekfac":
-        corrections, stages["eigenvalue_correction"] = timed(engine.accumulate_eigenvalues, train, eigen, cache=cache)
+        corrections = stage("eigenvalue_correction", engine.accumulate_eigenvalues, train, eigen, cache=cache)
     engine.set_factors(covariance, eigen, corrections)
-    queries, stages["queries"] = timed(engine.query_gradients, test)
-    blocks, stages["scores"] = timed(lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
+    queries = stage("queries", engine.query_gradients, test)
+    blocks = stage("scores", lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
     total = sum(stages.values())
     train_passes = 3 if args.mode == "ekfac" else 2
     floor = train_passes * floor_train + floor_test + floor_eigh
@@ -129,9 +163,9 @@ def main() -> None:
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, device {device}"
     )
-    print(f"{'stage':<24}{'seconds':>10}")
-    for stage, seconds in stages.items():
-        print(f"{stage:<24}{seconds:>10.2f}")
+    print(f"{'stage':<24}{'seconds':>10}{'peak RSS MiB':>14}")
+    for name, seconds in stages.items():
+        print(f"{name:<24}{seconds:>10.2f}{memory.mib(name):>14}")
     print(f"{'engine total':<24}{total:>10.2f}")
     print(
         f"{'floor':<24}{floor:>10.2f}   = {train_passes} x train pass {floor_train:.2f} + test pass "
