@@ -124,14 +124,7 @@ class FakeEngine:
         path = config.store_path()
         progress(ProgressEvent("training", 1, 1, "steps"))
         with StoreWriter.open_or_create(path, layout) as writer:
-            for split in ("train", "test"):
-                labels = layout.split(split).label
-                writer.write_predictions(split, labels, np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1)
-            writer.write_metrics({"f1": 1.0, "accuracy": 1.0, "confusion": [[1, 0], [0, 1]]})
-            writer.set_stage("predictions", STATUS_DONE, done=2, total=2, unit="splits")
-            for stage in FACTOR_STAGES:
-                writer.set_stage(stage, STATUS_DONE, done=1, total=1, unit="layers")
-            writer.set_stage("queries", STATUS_DONE, done=layout.n_test, total=layout.n_test, unit="examples")
+            write_stages_before_scores(writer)
             completed = writer.completed_blocks()
             writer.set_stage("scores", STATUS_RUNNING, done=int(completed.sum()), total=layout.n_blocks, unit="blocks")
             try:
@@ -155,6 +148,19 @@ class FakeEngine:
                     writer.write_test_self(variant, k, np.ones(layout.n_test, dtype=np.float32))
             writer.set_stage("scores", STATUS_DONE)
         return path
+
+
+def write_stages_before_scores(writer: StoreWriter) -> None:
+    """Perfect predictions and every stage before the scores marked done, as the fakes need them."""
+    layout = writer.layout
+    for split in ("train", "test"):
+        labels = layout.split(split).label
+        writer.write_predictions(split, labels, np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1)
+    writer.write_metrics({"f1": 1.0, "accuracy": 1.0, "confusion": [[1, 0], [0, 1]]})
+    writer.set_stage("predictions", STATUS_DONE, done=2, total=2, unit="splits")
+    for stage in FACTOR_STAGES:
+        writer.set_stage(stage, STATUS_DONE, done=1, total=1, unit="layers")
+    writer.set_stage("queries", STATUS_DONE, done=layout.n_test, total=layout.n_test, unit="examples")
 
 
 # relative_store: training reviews whose self-influence is not > 0 (relative influence not available).
@@ -189,14 +195,7 @@ def relative_store(path: Path, *, n_test: int = 4, n_train: int = 40, score_bloc
     layers = np.stack([0.75 * total, 0.25 * total])
     sign = np.where(layout.train.label == layout.train.corrupted_label, 1.0, -1.0).astype(np.float32)
     with frozen_stage_clock(), StoreWriter.create(path, layout) as writer:
-        for split in ("train", "test"):
-            labels = layout.split(split).label
-            writer.write_predictions(split, labels, np.eye(2, dtype=np.float32)[labels] * 0.8 + 0.1)
-        writer.write_metrics({"f1": 1.0, "accuracy": 1.0, "confusion": [[1, 0], [0, 1]]})
-        writer.set_stage("predictions", STATUS_DONE, done=2, total=2, unit="splits")
-        for stage in FACTOR_STAGES:
-            writer.set_stage(stage, STATUS_DONE, done=1, total=1, unit="layers")
-        writer.set_stage("queries", STATUS_DONE, done=n_test, total=n_test, unit="examples")
+        write_stages_before_scores(writer)
         for index in range(layout.n_blocks):
             start, stop = layout.block_columns(index)
             arrays: tuple[dict, dict, dict] = ({}, {}, {})
