@@ -384,10 +384,8 @@ class EkfacInfluence:
         for index, position, entry in passes:
             fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
             for layer in self.layers:
-                rotated = entry.in_basis(layer.name, eigen[layer.name])
+                rotated = _in_basis(entry, index, layer.name, eigen[layer.name], cache)
                 sums[layer.name].add(rotated, fisher, workspace)
-                if cache is not None:
-                    cache.keep_rotated(index, entry, layer.name, rotated)
             if on_batch is not None:
                 on_batch(index, sums)
         return sums
@@ -453,11 +451,12 @@ class EkfacInfluence:
     ) -> Queries:
         """Stage 4: the test examples' rotated loss gradients q̃, kept for every train batch."""
         self._require_fitted()
+        bases = self._bases()
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
         for _, _, entry in self._passes(data, STAGE_QUERIES, progress, cancel):
             coordinates = entry.vectors.label_gradient(entry.batch[label_key])
             for name in self.layer_names:
-                parts[name].append(entry.in_basis(name, self.factors[name].eigen).combined(coordinates))
+                parts[name].append(entry.in_basis(name, bases[name]).combined(coordinates))
         # Layer by layer, letting each layer's parts go once joined: the test gradients are the
         # largest thing a run holds, and joining them all before freeing any would double them.
         return Queries({name: _joined(parts.pop(name)) for name in self.layer_names})
@@ -511,9 +510,11 @@ class EkfacInfluence:
             # Layer by layer, so that only one layer's per-example gradients are alive at a time;
             # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
             for layer_index, name in enumerate(self.layer_names):
-                rotated = entry.in_basis(name, bases[name])
+                rotated = _in_basis(entry, index, name, bases[name], cache)
                 query = queries.rotated[name].flatten(1)
                 parameters = query.shape[1]
+                # 1/(Λ+λ) again for every batch: keeping it for every layer would hold another
+                # λ-count copies of the tracked parameters, and it costs two passes over one layer.
                 inverse = workspace.take("inverse", (len(regularizations), parameters), query)
                 for k, reg in enumerate(regularizations):
                     self.factors[name].inverse_weights(reg, out=inverse[k].view_as(self.factors[name].eigenvalues))
@@ -526,8 +527,6 @@ class EkfacInfluence:
                     layers[v, :, layer_index] = products.reshape(len(regularizations), size, -1).transpose(1, 2)
                     if self_influence is not None:
                         self_influence[v] += weighted.mul_(gradients).sum(dim=2)
-                if cache is not None:
-                    cache.keep_rotated(index, entry, name, rotated)
             yield ScoreBatch(index, layers, self_influence)
 
     # ---------------------------------------------------- pyDVL-style helpers
@@ -565,6 +564,16 @@ class EkfacInfluence:
 
     def _empty_query(self, layer: TrackedLayer) -> torch.Tensor:
         return torch.zeros(0, layer.out_features, layer.augmented_in, dtype=self.factor_dtype, device=self.device)
+
+
+def _in_basis(
+    entry: CapturedBatch, index: int, name: str, basis: Eigenbasis, cache: Optional[TrainCache]
+) -> RotatedTokens:
+    """A layer of a training batch in ``basis``; a cached batch keeps it so, in place of its raw tokens."""
+    rotated = entry.in_basis(name, basis)
+    if cache is not None:
+        cache.keep_rotated(index, entry, name, rotated)
+    return rotated
 
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
