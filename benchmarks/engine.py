@@ -15,84 +15,33 @@ asserts nothing.
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import resource
 import sys
-import threading
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from timing import StagePeaks, StageTimer, plain_passes, timed  # noqa: E402
 from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
-from influence.ekfac import DEFAULT_CACHE_BYTES, TrainCache  # noqa: E402
-from influence.factors import CovarianceSums, symmetric_eigh  # noqa: E402
-from influence.layers import resolve_layers  # noqa: E402
+from influence.caches import TrainCache  # noqa: E402
+from influence.factors import CovarianceMeans, symmetric_eigh  # noqa: E402
+from job.options import DEFAULT_CACHE_BYTES  # noqa: E402
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class StagePeaks:
-    """Peak resident memory per stage, from a thread sampling ``/proc/self/statm`` (Linux)."""
-
-    INTERVAL_S = 0.02
-    STATM = Path("/proc/self/statm")
-
-    def __init__(self) -> None:
-        self.stage = "setup"
-        self.peaks: dict[str, int] = {}
-        self.available = self.STATM.exists()
-        if self.available:
-            threading.Thread(target=self._sample, daemon=True).start()
-
-    def _sample(self) -> None:
-        page = os.sysconf("SC_PAGE_SIZE")
-        while True:
-            rss = int(self.STATM.read_text().split()[1]) * page
-            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
-            time.sleep(self.INTERVAL_S)
-
-    def mib(self, stage: str) -> str:
-        return f"{self.peaks[stage] / 2**20:,.0f}" if stage in self.peaks else "n/a"
-
-
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
-
-
-def plain_passes(model: torch.nn.Module, batches: list[dict]) -> None:
-    """Forward and backward as a training step would, gradients on the tracked parameters only."""
-    tracked = {p for layer in resolve_layers(model, TRACKED_PATTERNS) for p in layer.module.parameters()}
-    flags = {p: p.requires_grad for p in model.parameters()}
-    for p in model.parameters():
-        p.requires_grad_(p in tracked)
-    try:
-        device = next(model.parameters()).device
-        for batch in batches:
-            batch = {k: v.to(device) for k, v in batch.items()}
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            logits = model(**inputs).logits
-            torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()
-            model.zero_grad(set_to_none=True)
-    finally:
-        for p, flag in flags.items():
-            p.requires_grad_(flag)
-
-
-def floor_eigendecompositions(covariance: dict[str, CovarianceSums]) -> None:
+def floor_eigendecompositions(means: dict[str, CovarianceMeans]) -> None:
     """Plain float64 eigh of every covariance: what any EK-FAC must spend."""
-    for sums in covariance.values():
-        symmetric_eigh(sums.activation, scale=1.0 / sums.tokens)
-        symmetric_eigh(sums.gradient, scale=1.0 / sums.tokens)
+    for layer in means.values():
+        symmetric_eigh(layer.activation)
+        symmetric_eigh(layer.gradient)
 
 
 def main() -> None:
@@ -119,36 +68,29 @@ def main() -> None:
     regularizations = [1e-5]
 
     # Warm-up: one pass of each kind so that neither side pays first-call costs.
-    plain_passes(model, train[:1])
+    plain_passes(model, train[:1], TRACKED_PATTERNS)
     EkfacInfluence(model, TRACKED_PATTERNS).accumulate_covariance(train[:1])
 
-    _, floor_train = timed(plain_passes, model, train)
-    _, floor_test = timed(plain_passes, model, test)
+    _, floor_train = timed(plain_passes, model, train, TRACKED_PATTERNS)
+    _, floor_test = timed(plain_passes, model, test, TRACKED_PATTERNS)
     floor_rss = peak_rss_mb()
 
     engine = EkfacInfluence(
         model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode, eigen_precision=args.eigen_precision
     )
     cache = TrainCache(args.cache_mib * 2**20)
-    stages: dict[str, float] = {}
     memory = StagePeaks()
+    floor_eigh = {}
 
-    def stage(name: str, function, *stage_args, **stage_kwargs):
-        memory.stage = name
-        result, stages[name] = timed(function, *stage_args, **stage_kwargs)
-        return result
+    def measure_floor_eigh(means: dict[str, CovarianceMeans]) -> None:
+        _, floor_eigh["seconds"] = timed(floor_eigendecompositions, means)
 
-    covariance = stage("covariance", engine.accumulate_covariance, train, cache=cache)
-    eigen = stage("eigendecomposition", engine.eigendecompose, covariance)
-    memory.stage = "floor eigh"
-    _, floor_eigh = timed(floor_eigendecompositions, covariance)
-    covariance = {name: sums.counts_only() for name, sums in covariance.items()}  # as fit() and the pipeline do
-    corrections = None
-    if args.mode == "ekfac":
-        corrections = stage("eigenvalue_correction", engine.accumulate_eigenvalues, train, eigen, cache=cache)
-    engine.set_factors(covariance, eigen, corrections)
-    queries = stage("queries", engine.query_gradients, test)
-    blocks = stage("scores", lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
+    timer = StageTimer(peaks=memory, on_covariance=measure_floor_eigh)
+    engine.fit(train, journal=timer, cache=cache)
+    queries = timer.time("queries", engine.query_gradients, test)
+    blocks = timer.time("scores", lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
+    stages = timer.seconds
+    floor_eigh = floor_eigh["seconds"]
     total = sum(stages.values())
     train_passes = 3 if args.mode == "ekfac" else 2
     floor = train_passes * floor_train + floor_test + floor_eigh

@@ -16,20 +16,18 @@ import argparse
 import json
 import platform
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from engine import plain_passes  # noqa: E402
+from timing import StageTimer, plain_passes, synchronized, timed  # noqa: E402
 from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
-from influence.ekfac import TrainCache  # noqa: E402
+from influence.caches import TrainCache  # noqa: E402
 
 NOTEBOOK = replace(WORKLOADS["base"], name="notebook", seq=512, train=100, test=100, batch=8)
 SWEEP = [1e-15, 1e-9, 1e-5, 1.0]  # the notebook appendix's values
@@ -37,32 +35,16 @@ MAIN_REGULARIZATION = 1e-5
 GPU_CACHE_BYTES = 48 * 2**30
 
 
-def synchronized(device: torch.device) -> Callable[[], None]:
-    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
-
-
-def timed(sync: Callable[[], None], function, *args, **kwargs):
-    sync()
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    sync()
-    return result, time.perf_counter() - start
-
-
-def run_engine(model, train, test, device, autocast: torch.dtype | None) -> tuple[dict[str, float], torch.Tensor]:
+def run_engine(model, train, test, device, autocast: str | None) -> tuple[dict[str, float], torch.Tensor]:
     """All stages; returns the seconds per stage and the scores (λ, n_test, n_train)."""
-    sync = synchronized(device)
-    engine = EkfacInfluence(model, TRACKED_PATTERNS, autocast_dtype=autocast, cache_bytes=GPU_CACHE_BYTES)
+    engine = EkfacInfluence(model, TRACKED_PATTERNS, autocast=autocast)
     cache = TrainCache(GPU_CACHE_BYTES if device.type == "cuda" else 2 * 2**30)
-    stages: dict[str, float] = {}
-    covariance, stages["covariance"] = timed(sync, engine.accumulate_covariance, train, cache=cache)
-    eigen, stages["eigendecomposition"] = timed(sync, engine.eigendecompose, covariance)
-    corrections, stages["eigenvalue_correction"] = timed(sync, engine.accumulate_eigenvalues, train, eigen, cache=cache)
-    engine.set_factors(covariance, eigen, corrections)
-    queries, stages["queries"] = timed(sync, engine.query_gradients, test)
-    blocks, stages["scores"] = timed(sync, lambda: list(engine.iter_scores(queries, train, SWEEP, cache=cache)))
+    timer = StageTimer(sync=synchronized(device))
+    engine.fit(train, journal=timer, cache=cache)
+    queries = timer.time("queries", engine.query_gradients, test)
+    blocks = timer.time("scores", lambda: list(engine.iter_scores(queries, train, SWEEP, cache=cache)))
     scores = torch.cat([b.total[0] for b in blocks], dim=-1)  # (λ, n_test, n_train)
-    return stages, scores
+    return timer.seconds, scores
 
 
 def ranks(values: torch.Tensor) -> torch.Tensor:
@@ -100,14 +82,14 @@ def main() -> None:
     )
     print(f"device: {name}; torch {torch.__version__}")
 
-    plain_passes(model, train[:1])  # warm-up (kernels, allocator)
-    for autocast in (None, torch.bfloat16):
+    plain_passes(model, train[:1], TRACKED_PATTERNS)  # warm-up (kernels, allocator)
+    for autocast in (None, "bf16"):
         run_engine(model, train[:1], test[:1], device, autocast)
-    _, floor_train = timed(sync, plain_passes, model, train)
-    _, floor_test = timed(sync, plain_passes, model, test)
+    _, floor_train = timed(plain_passes, model, train, TRACKED_PATTERNS, sync=sync)
+    _, floor_test = timed(plain_passes, model, test, TRACKED_PATTERNS, sync=sync)
 
     results = {}
-    for label, autocast in (("fp32", None), ("bf16", torch.bfloat16)):
+    for label, autocast in (("fp32", None), ("bf16", "bf16")):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         stages, scores = run_engine(model, train, test, device, autocast)

@@ -13,7 +13,7 @@ from importlib.metadata import version
 from peer_common import load_model, load_workload, runner_arguments, timed, warm_up, write_result
 
 from influence import EkfacInfluence
-from influence.ekfac import DEFAULT_CACHE_BYTES
+from job.options import DEFAULT_CACHE_BYTES
 
 
 def engine_options(parser: argparse.ArgumentParser) -> None:

@@ -1,24 +1,13 @@
-"""The EK-FAC influence engine.
+"""The EK-FAC influence engine: ``EkfacInfluence`` and the options it takes.
 
-Importing this package is cheap and never imports torch: the public names are
-resolved lazily, so that the command line (``influence.cli``) and the terminal UI
-can import light modules such as ``influence.config`` on a machine state where
-torch is absent or slow to import.
+The torch-free pieces a run is made of (its configuration, options, progress events,
+errors and command line) live in the ``job`` package, which the terminal UI and the
+store import without ever reaching this one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from influence.ekfac import EkfacInfluence
+from job.options import EngineOptions
 
-__all__ = ["EkfacInfluence"]
-
-if TYPE_CHECKING:
-    from influence.ekfac import EkfacInfluence
-
-
-def __getattr__(name: str) -> Any:
-    if name == "EkfacInfluence":
-        from influence.ekfac import EkfacInfluence
-
-        return EkfacInfluence
-    raise AttributeError(f"module 'influence' has no attribute {name!r}")
+__all__ = ["EkfacInfluence", "EngineOptions"]

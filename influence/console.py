@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from influence.progress import ProgressEvent
+from job.progress import ProgressEvent
 
 PLAIN_INTERVAL_SECONDS = 5.0  # a log line per stage at most this often, plus one when it finishes
 

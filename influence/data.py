@@ -14,8 +14,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from influence.config import DEMO, DEMO_CORPUS_SIZE, RunConfig, default_subset
-from influence.errors import UserError
+from job.config import DEMO, DEMO_CORPUS_SIZE, RunConfig, default_subset
+from job.errors import UserError
 
 TEXT_COLUMNS = ("text", "sentence", "review", "content", "document")
 LABEL_COLUMNS = ("label", "labels", "sentiment", "target", "class")

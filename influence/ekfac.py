@@ -7,9 +7,11 @@ Influence of training example n on test example q, per tracked layer ℓ:
 the total being the sum over layers (the Fisher is block-diagonal across layers).
 Positive means that n helps q: up-weighting n lowers q's loss.
 
-The stages are exposed one by one (covariance, eigendecomposition, eigenvalue
-correction, queries, scores) so that the pipeline can checkpoint and resume each of
-them; :meth:`EkfacInfluence.fit` and the pyDVL-style methods chain them for direct use.
+Every method takes one batch or any iterable of batches (a ``DataLoader``, a list) on
+either side, and scores every pair in one call. The stages are exposed one by one
+(covariance, eigendecomposition, eigenvalue correction, queries, scores); :meth:`fit` is
+the one orchestration of the factor stages, for the Python API and, with a journal that
+records them in the store, for the resumable pipeline.
 """
 
 from __future__ import annotations
@@ -17,15 +19,16 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from influence.capture import LayerCapture, LayerTokens
+from influence.caches import CapturedBatch, QueryCache, TrainCache, batch_key, weights_version
+from influence.capture import LayerCapture, tensor_bytes
+from influence.dtypes import torch_dtype
 from influence.factors import (
-    EIGEN_PRECISIONS,
-    MODES,
+    CovarianceMeans,
     CovarianceSums,
     Eigenbasis,
     EigenvalueSums,
@@ -33,21 +36,17 @@ from influence.factors import (
     RotatedTokens,
     corrected_eigenvalues,
 )
+from influence.journal import WHOLE_PASS, FitJournal, PassControl
 from influence.layers import TrackedLayer, resolve_layers
 from influence.model_state import analysis_mode
-from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
-from influence.task import FISHER_KINDS, LABEL_KEY, LogitVectors, logit_vectors, logits_of, model_inputs
+from influence.task import LABEL_KEY, logit_vectors, logits_of, model_inputs
 from influence.workspace import Workspace
+from job.options import EngineOptions
+from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
+from job.stages import STAGE_CORRECTION, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_QUERIES, STAGE_SCORES
 
 Batch = Mapping[str, Any]
-BatchData = Batch | Iterable[Batch]
-
-STAGE_COVARIANCE = "covariance"
-STAGE_EIGEN = "eigendecomposition"
-STAGE_CORRECTION = "eigenvalue_correction"
-STAGE_QUERIES = "queries"
-STAGE_SCORES = "scores"
-DEFAULT_CACHE_BYTES = 2 * 2**30  # token matrices kept between the passes of fit() and scoring
+BatchData = Union[Batch, Iterable[Batch]]  # one batch, or any iterable of batches: a DataLoader, a list
 
 
 @dataclass
@@ -59,6 +58,10 @@ class Queries:
     @property
     def count(self) -> int:
         return next(iter(self.rotated.values())).shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return tensor_bytes(self.rotated.values())
 
 
 @dataclass
@@ -78,91 +81,16 @@ class ScoreBatch:
         return self.layers.sum(dim=2)
 
 
-@dataclass
-class CapturedBatch:
-    """What one forward/backward pass over a batch gave: per layer its token matrices (raw,
-    or once a cache has kept them rotated, in an eigenbasis), probabilities, the batch."""
+class _Step(NamedTuple):
+    """One batch of a pass: its index, the position of its first example, its capture, the
+    batch itself on the engine's device (its labels are read from here, never from a cache),
+    and its cache key."""
 
-    layers: dict[str, LayerTokens | RotatedTokens]
-    vectors: LogitVectors
+    index: int
+    position: int
+    captured: CapturedBatch
     batch: dict[str, Any]
-
-    def raw(self, name: str) -> LayerTokens:
-        tokens = self.layers[name]
-        if not isinstance(tokens, LayerTokens):
-            raise RuntimeError(f"layer {name!r} of this batch was kept only in an eigenbasis")
-        return tokens
-
-    def in_basis(self, name: str, basis: Eigenbasis) -> RotatedTokens:
-        tokens = self.layers[name]
-        if isinstance(tokens, RotatedTokens) and tokens.basis is basis:
-            return tokens
-        return basis.rotate(self.raw(name))
-
-    def serves(self, bases: Optional[Mapping[str, Eigenbasis]]) -> bool:
-        """Whether a pass needing raw tokens (``bases`` None) or these eigenbases can use this batch."""
-        return all(
-            isinstance(tokens, LayerTokens) or (bases is not None and tokens.basis is bases.get(name))
-            for name, tokens in self.layers.items()
-        )
-
-    @property
-    def nbytes(self) -> int:
-        return sum(tokens.nbytes for tokens in self.layers.values())
-
-
-class TrainCache:
-    """The captured token matrices of a training set, so that later passes over the same
-    batches skip the forward and backward passes (the covariance pass fills it; the
-    eigenvalue-correction and scores passes read it). The first pass that rotates a cached
-    layer into an eigenbasis keeps the rotated matrices in place of the raw ones (the same
-    size), so that the scores do not rotate again. Bounded by ``max_bytes``: batches beyond
-    the budget are simply captured again. A batch whose ``input_ids`` differ from the cached
-    ones (another data order), or that was kept in another eigenbasis than a pass needs, is
-    captured again too, so the cache can never change a result, only its cost.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = max_bytes
-        self.bytes = 0
-        self._entries: dict[int, CapturedBatch] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(
-        self, index: int, batch: Batch, bases: Optional[Mapping[str, Eigenbasis]] = None
-    ) -> Optional[CapturedBatch]:
-        entry = self._entries.get(index)
-        if entry is None:
-            return None
-        ids, cached = batch.get("input_ids"), entry.batch.get("input_ids")
-        if ids is None or cached is None or ids.shape != cached.shape or not torch.equal(ids.to(cached.device), cached):
-            return None
-        if not entry.serves(bases):
-            self.bytes -= entry.nbytes
-            del self._entries[index]
-            return None
-        return entry
-
-    def offer(self, index: int, entry: CapturedBatch) -> None:
-        size = entry.nbytes
-        if index not in self._entries and self.bytes + size <= self.max_bytes:
-            self._entries[index] = entry
-            self.bytes += size
-
-    def keep_rotated(self, index: int, entry: CapturedBatch, name: str, rotated: RotatedTokens) -> None:
-        """Keep a cached batch's layer in the eigenbasis it was just rotated into."""
-        if self._entries.get(index) is not entry or entry.layers[name] is rotated:
-            return
-        change = rotated.nbytes - entry.layers[name].nbytes
-        if self.bytes + change <= self.max_bytes:
-            entry.layers[name] = rotated
-            self.bytes += change
-
-    def clear(self) -> None:
-        self._entries.clear()
-        self.bytes = 0
+    key: Optional[bytes]
 
 
 def _as_batches(data: BatchData) -> Iterable[Batch]:
@@ -188,52 +116,38 @@ def example_uniforms(seed: int, start: int, count: int) -> torch.Tensor:
 class EkfacInfluence:
     """Fit (E)K-FAC curvature on a classifier and score test × train influence.
 
-    ``fisher``: ``"exact"`` (true Fisher, no sampling), ``"sampled"`` (labels drawn from
-    the model, seeded) or ``"empirical"`` (the true labels). ``mode``: ``"ekfac"`` or
-    ``"kfac"``; both are scaled so that a regularization value means the same in each.
-    ``cache_bytes`` bounds the token matrices kept between passes over the same training
-    batches (0 disables the cache; results are identical either way). ``autocast_dtype``
-    (e.g. ``torch.bfloat16``) runs the model's forward pass under autocast; covariances,
-    eigendecompositions and scores stay in ``factor_dtype``. ``eigen_precision="float32"``
-    decomposes in float32 where a residual and orthogonality check passes (else in
-    float64): 1.7x faster on a CPU, with influences 1e-3 to 1e-2 (relative) from float64's.
-    ``keep_covariance`` keeps A and S in ``factors`` after :meth:`fit` (by default only the
-    eigenbases stay: the covariances are as large and scoring does not need them).
+    ``options`` (:class:`~job.options.EngineOptions`) says how: the Fisher, EK-FAC or K-FAC,
+    the eigendecomposition precision, dtypes, the cache budget. Its fields may also be given
+    as keywords, ``EkfacInfluence(model, fisher="empirical", mode="kfac")``, which override
+    ``options``. ``layers``: module names or glob patterns (default: the MLP blocks and the
+    head). ``seed`` seeds the sampled Fisher's labels.
+
+    What is computed once is reused while the model's weights and the factors stay as they
+    are: the training batches :meth:`fit` captured (for scoring the same batches), and the
+    rotated gradients of the latest test sets (for scoring one test batch against many
+    training batches in a loop). Both are bounded by ``cache_bytes``; neither changes a result.
     """
 
     def __init__(
         self,
         model: nn.Module,
         layers: Optional[Sequence[str]] = None,
-        fisher: str = "exact",
-        mode: str = "ekfac",
+        options: Optional[EngineOptions] = None,
+        *,
         seed: int = 0,
-        factor_dtype: Optional[torch.dtype] = None,
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        autocast_dtype: Optional[torch.dtype] = None,
-        eigen_precision: str = "float64",
-        keep_covariance: bool = False,
+        **choices: Any,
     ):
-        if fisher not in FISHER_KINDS:
-            raise ValueError(f"unknown Fisher {fisher!r}: choose one of {', '.join(FISHER_KINDS)}")
-        if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}: choose one of {', '.join(MODES)}")
+        self.options = (options or EngineOptions()).replace(**choices)
         self.model = model
         self.layers: list[TrackedLayer] = resolve_layers(model, layers)
-        self.fisher = fisher
-        self.mode = mode
         self.seed = seed
         first = next(model.parameters())
         self.device = first.device
-        self.factor_dtype = factor_dtype or first.dtype
+        self.factor_dtype = torch_dtype(self.options.factor_dtype) if self.options.factor_dtype else first.dtype
+        self.autocast_dtype = torch_dtype(self.options.autocast) if self.options.autocast else None
         self.factors: dict[str, LayerFactors] = {}
-        self.cache_bytes = cache_bytes
-        if eigen_precision not in EIGEN_PRECISIONS:
-            raise ValueError(f"unknown eigen precision {eigen_precision!r}: choose {', '.join(EIGEN_PRECISIONS)}")
-        self.autocast_dtype = autocast_dtype
-        self.eigen_precision = eigen_precision
-        self.keep_covariance = keep_covariance
-        self.train_cache: Optional[TrainCache] = None
+        self.train_cache = TrainCache(self.options.cache_bytes)
+        self.query_cache = QueryCache(self.options.cache_bytes)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -251,16 +165,21 @@ class EkfacInfluence:
     def __repr__(self) -> str:
         state = "fitted" if self.is_fitted else "not fitted"
         return (
-            f"EkfacInfluence(mode={self.mode!r}, fisher={self.fisher!r}, layers={len(self.layers)}, "
+            f"EkfacInfluence(mode={self.options.mode!r}, fisher={self.options.fisher!r}, layers={len(self.layers)}, "
             f"tracked_parameters={self.tracked_parameters:,}, {state})"
         )
+
+    def clear_caches(self) -> None:
+        """Forget captured batches and test gradients (after changing weights through ``.data``,
+        which torch does not count as a change)."""
+        self.train_cache.clear()
+        self.query_cache.clear()
 
     def _to_device(self, batch: Batch) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    def _capture(self, batch: Batch) -> tuple[dict[str, LayerTokens], LogitVectors, dict[str, Any]]:
+    def _capture(self, batch: dict[str, Any]) -> CapturedBatch:
         """One forward pass and one backward pass per basis vector of the logit space."""
-        batch = self._to_device(batch)
         inputs = model_inputs(batch)
         autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
         with LayerCapture(self.layers) as capture:
@@ -273,44 +192,48 @@ class EkfacInfluence:
                 logits.backward(basis[:, j].expand_as(logits), retain_graph=j < count - 1)
             mask = inputs.get("attention_mask")
             tokens = {layer.name: capture.tokens(layer, mask, self.factor_dtype) for layer in self.layers}
-        return tokens, vectors, batch
+        return CapturedBatch(tokens, vectors)
 
-    def _fisher_vectors(
-        self, vectors: LogitVectors, batch: Mapping[str, Any], label_key: str, position: int
-    ) -> torch.Tensor:
-        labels = batch.get(label_key) if self.fisher == "empirical" else None
+    def _fisher_vectors(self, step: _Step, label_key: str) -> torch.Tensor:
+        vectors = step.captured.vectors
+        fisher = self.options.fisher
+        labels = step.batch.get(label_key) if fisher == "empirical" else None
         uniforms = None
-        if self.fisher == "sampled":
-            uniforms = example_uniforms(self.seed, position, vectors.probabilities.shape[0])
-        return vectors.fisher_factor(self.fisher, labels, uniforms)
+        if fisher == "sampled":
+            uniforms = example_uniforms(self.seed, step.position, vectors.probabilities.shape[0])
+        return vectors.fisher_factor(fisher, labels, uniforms)
 
     def _passes(
         self,
         data: BatchData,
         stage: str,
-        progress: Optional[ProgressCallback],
-        cancel: Optional[threading.Event],
-        start_batch: int = 0,
+        control: PassControl,
         cache: Optional[TrainCache] = None,
         bases: Optional[Mapping[str, Eigenbasis]] = None,
-    ) -> Iterator[tuple[int, int, CapturedBatch]]:
-        """Batches from ``start_batch`` on, captured (or taken from ``cache`` when kept raw or
-        in ``bases``); yields (index, position of the batch's first example, the captured batch)."""
+    ) -> Iterator[_Step]:
+        """The batches from ``control.start_batch`` on, each captured or taken from ``cache`` (when kept
+        raw, or in ``bases``); after each one, ``control.on_batch`` and a progress event."""
         batches = _as_batches(data)
         total = _length(batches)
         position = 0
+        if cache is not None:
+            cache.bind(weights_version(self.model))
         with analysis_mode(self.model):
             for index, batch in enumerate(batches):
                 size = _batch_size(batch)
-                if index >= start_batch:
-                    check_cancel(cancel)
-                    entry = cache.get(index, batch, bases) if cache is not None else None
-                    if entry is None:
-                        entry = CapturedBatch(*self._capture(batch))
+                if index >= control.start_batch:
+                    check_cancel(control.cancel)
+                    key = batch_key(batch, model_inputs(batch)) if cache is not None else None
+                    on_device = self._to_device(batch)
+                    captured = cache.get(key, bases) if cache is not None else None
+                    if captured is None:
+                        captured = self._capture(on_device)
                         if cache is not None:
-                            cache.offer(index, entry)
-                    yield index, position, entry
-                    report(progress, ProgressEvent(stage, index + 1, total, "batches"))
+                            cache.offer(key, captured)
+                    yield _Step(index, position, captured, on_device, key)
+                    if control.on_batch is not None:
+                        control.on_batch(index)
+                    report(control.progress, ProgressEvent(stage, index + 1, total, "batches"))
                 position += size
 
     # ---------------------------------------------------------------- fitting
@@ -325,37 +248,36 @@ class EkfacInfluence:
         data: BatchData,
         sums: Optional[dict[str, CovarianceSums]] = None,
         *,
-        start_batch: int = 0,
         label_key: str = LABEL_KEY,
-        on_batch: Optional[Callable[[int, dict[str, CovarianceSums]], None]] = None,
         cache: Optional[TrainCache] = None,
-        progress: Optional[ProgressCallback] = None,
-        cancel: Optional[threading.Event] = None,
+        control: PassControl = WHOLE_PASS,
     ) -> dict[str, CovarianceSums]:
-        """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``start_batch``."""
+        """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``control.start_batch``."""
         sums = sums if sums is not None else self.new_covariance()
-        passes = self._passes(data, STAGE_COVARIANCE, progress, cancel, start_batch, cache)
-        for index, position, entry in passes:
-            fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
+        for step in self._passes(data, STAGE_COVARIANCE, control, cache):
+            fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
-                sums[layer.name].add(entry.raw(layer.name), fisher)
-            if on_batch is not None:
-                on_batch(index, sums)
+                sums[layer.name].add(step.captured.raw(layer.name), fisher)
         return sums
 
     def eigendecompose(
         self,
-        sums: Mapping[str, CovarianceSums],
+        means: Mapping[str, CovarianceMeans],
+        done: Optional[Mapping[str, Eigenbasis]] = None,
         *,
+        on_layer: Optional[Callable[[int, str, Eigenbasis], None]] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> dict[str, Eigenbasis]:
-        """Stage 2: float64 eigendecompositions of A and S, layer by layer."""
-        eigen = {}
-        for done, layer in enumerate(self.layers, start=1):
-            check_cancel(cancel)
-            eigen[layer.name] = Eigenbasis.of(sums[layer.name], self.factor_dtype, self.eigen_precision)
-            report(progress, ProgressEvent(STAGE_EIGEN, done, len(self.layers), "layers", layer.name))
+        """Stage 2: eigendecompositions of A and S layer by layer, those in ``done`` excepted."""
+        eigen = dict(done or {})
+        for index, layer in enumerate(self.layers):
+            if layer.name not in eigen:
+                check_cancel(cancel)
+                eigen[layer.name] = Eigenbasis.of(means[layer.name], self.factor_dtype, self.options.eigen_precision)
+                if on_layer is not None:
+                    on_layer(index, layer.name, eigen[layer.name])
+            report(progress, ProgressEvent(STAGE_EIGEN, index + 1, len(self.layers), "layers", layer.name))
         return eigen
 
     def new_eigenvalue_sums(self) -> dict[str, EigenvalueSums]:
@@ -370,68 +292,113 @@ class EkfacInfluence:
         eigen: Mapping[str, Eigenbasis],
         sums: Optional[dict[str, EigenvalueSums]] = None,
         *,
-        start_batch: int = 0,
         label_key: str = LABEL_KEY,
-        on_batch: Optional[Callable[[int, dict[str, EigenvalueSums]], None]] = None,
         cache: Optional[TrainCache] = None,
-        progress: Optional[ProgressCallback] = None,
-        cancel: Optional[threading.Event] = None,
+        control: PassControl = WHOLE_PASS,
     ) -> dict[str, EigenvalueSums]:
         """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
         sums = sums if sums is not None else self.new_eigenvalue_sums()
-        passes = self._passes(data, STAGE_CORRECTION, progress, cancel, start_batch, cache, eigen)
         workspace = Workspace()
-        for index, position, entry in passes:
-            fisher = self._fisher_vectors(entry.vectors, entry.batch, label_key, position)
+        for step in self._passes(data, STAGE_CORRECTION, control, cache, eigen):
+            fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
-                rotated = _in_basis(entry, index, layer.name, eigen[layer.name], cache)
-                sums[layer.name].add(rotated, fisher, workspace)
-            if on_batch is not None:
-                on_batch(index, sums)
+                sums[layer.name].add(_in_basis(step, layer.name, eigen[layer.name], cache), fisher, workspace)
         return sums
 
     def set_factors(
         self,
-        covariance: Mapping[str, CovarianceSums],
         eigen: Mapping[str, Eigenbasis],
-        eigenvalue_sums: Optional[Mapping[str, EigenvalueSums]] = None,
+        eigenvalues: Mapping[str, torch.Tensor],
+        covariance: Optional[Mapping[str, CovarianceSums]] = None,
     ) -> None:
-        """Install fitted (or stored) factors; K-FAC needs no eigenvalue sums."""
+        """Install fitted (or stored) factors: the eigenbases and the corrected eigenvalues (and,
+        to keep them at hand, the covariance sums)."""
         self.factors = {
-            name: LayerFactors(
-                covariance[name],
-                eigen[name],
-                corrected_eigenvalues(
-                    self.mode, covariance[name], eigen[name], None if eigenvalue_sums is None else eigenvalue_sums[name]
-                ),
-            )
+            name: LayerFactors(eigen[name], eigenvalues[name], None if covariance is None else covariance[name])
             for name in self.layer_names
         }
+        self.query_cache.clear()  # gradients rotated into the old bases
 
     def fit(
         self,
         data: BatchData,
         *,
+        journal: Optional[FitJournal] = None,
+        label_key: str = LABEL_KEY,
+        cache: Optional[TrainCache] = None,
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> "EkfacInfluence":
-        """All fitting stages on ``data`` (a loader or any iterable of batches).
+        """Every factor stage on ``data`` (one batch, a loader or any iterable of batches).
 
         The captured token matrices are kept (up to ``cache_bytes``) for the eigenvalue
-        correction and for scoring the same training batches afterwards.
+        correction and for scoring the same training batches afterwards. ``journal`` is where
+        the stages are recorded and found done (the pipeline's store); by default nowhere.
         """
-        self.train_cache = TrainCache(self.cache_bytes)
-        covariance = self.accumulate_covariance(data, cache=self.train_cache, progress=progress, cancel=cancel)
-        eigen = self.eigendecompose(covariance, progress=progress, cancel=cancel)
-        if not self.keep_covariance:  # free the matrices before the next pass
-            covariance = {name: sums.counts_only() for name, sums in covariance.items()}
-        corrections = None
-        if self.mode == "ekfac":
-            corrections = self.accumulate_eigenvalues(
-                data, eigen, cache=self.train_cache, progress=progress, cancel=cancel
-            )
-        self.set_factors(covariance, eigen, corrections)
+        journal = journal if journal is not None else FitJournal()
+        cache = self.train_cache if cache is None else cache
+        cache.clear()  # batches of an earlier fit would hold the budget
+        need_eigen = not journal.finished(STAGE_EIGEN)
+        need_values = not journal.finished(STAGE_CORRECTION)
+        sums: Optional[dict[str, CovarianceSums]] = None
+        means = None
+        if need_eigen or (need_values and self.options.mode == "kfac"):
+            if journal.finished(STAGE_COVARIANCE):
+                means = journal.covariance()
+            else:
+                sums = self.new_covariance()
+                with journal.stage(STAGE_COVARIANCE, _length(_as_batches(data)), "batches"):
+                    control = _journaled(journal, STAGE_COVARIANCE, sums, progress, cancel)
+                    self.accumulate_covariance(data, sums, label_key=label_key, cache=cache, control=control)
+                    means = self._means(sums)
+                    journal.covariance_done(means)
+        eigen = journal.eigenbases()
+        if need_eigen:
+            with journal.stage(STAGE_EIGEN, len(self.layers), "layers"):
+                eigen = self.eigendecompose(means, eigen, on_layer=journal.basis_done, progress=progress, cancel=cancel)
+        if need_values:
+            values = self._corrected_eigenvalues(data, means, eigen, journal, label_key, cache, progress, cancel)
+        else:
+            values = journal.eigenvalues()
+        self.set_factors(eigen, values, sums if self.options.keep_covariance else None)
         return self
+
+    def _means(self, sums: dict[str, CovarianceSums]) -> dict[str, CovarianceMeans]:
+        """Each layer's means; its sums' matrices are let go as soon as it has them, unless kept."""
+        means = {}
+        for name, layer_sums in sums.items():
+            means[name] = layer_sums.means()
+            if not self.options.keep_covariance:
+                sums[name] = layer_sums.counts_only()
+        return means
+
+    def _corrected_eigenvalues(
+        self,
+        data: BatchData,
+        counts: Optional[Mapping[str, CovarianceMeans]],
+        eigen: Mapping[str, Eigenbasis],
+        journal: FitJournal,
+        label_key: str,
+        cache: TrainCache,
+        progress: Optional[ProgressCallback],
+        cancel: Optional[threading.Event],
+    ) -> dict[str, torch.Tensor]:
+        """Stage 3: EK-FAC's pass over the data, or K-FAC's products of eigenvalues (no pass)."""
+        mode = self.options.mode
+        if mode == "kfac":
+            with journal.stage(STAGE_CORRECTION, len(self.layers), "layers"):
+                values = {
+                    name: corrected_eigenvalues(mode, counts[name], eigen[name], None) for name in self.layer_names
+                }
+                journal.eigenvalues_done(values)
+            return values
+        sums = self.new_eigenvalue_sums()
+        with journal.stage(STAGE_CORRECTION, _length(_as_batches(data)), "batches"):
+            control = _journaled(journal, STAGE_CORRECTION, sums, progress, cancel)
+            self.accumulate_eigenvalues(data, eigen, sums, label_key=label_key, cache=cache, control=control)
+            values = {name: corrected_eigenvalues(mode, None, eigen[name], sums[name]) for name in self.layer_names}
+            journal.eigenvalues_done(values)
+        return values
 
     # ---------------------------------------------------------------- scoring
     def _require_fitted(self) -> None:
@@ -442,21 +409,16 @@ class EkfacInfluence:
         return {name: factors.eigen for name, factors in self.factors.items()}
 
     def query_gradients(
-        self,
-        data: BatchData,
-        *,
-        label_key: str = LABEL_KEY,
-        progress: Optional[ProgressCallback] = None,
-        cancel: Optional[threading.Event] = None,
+        self, data: BatchData, *, label_key: str = LABEL_KEY, control: PassControl = WHOLE_PASS
     ) -> Queries:
         """Stage 4: the test examples' rotated loss gradients q̃, kept for every train batch."""
         self._require_fitted()
         bases = self._bases()
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
-        for _, _, entry in self._passes(data, STAGE_QUERIES, progress, cancel):
-            coordinates = entry.vectors.label_gradient(entry.batch[label_key])
+        for step in self._passes(data, STAGE_QUERIES, control):
+            coordinates = step.captured.vectors.label_gradient(step.batch[label_key])
             for name in self.layer_names:
-                parts[name].append(entry.in_basis(name, bases[name]).combined(coordinates))
+                parts[name].append(step.captured.in_basis(name, bases[name]).combined(coordinates))
         # Layer by layer, letting each layer's parts go once joined: the test gradients are the
         # largest thing a run holds, and joining them all before freeing any would double them.
         return Queries({name: _joined(parts.pop(name)) for name in self.layer_names})
@@ -481,11 +443,9 @@ class EkfacInfluence:
         regularizations: Sequence[float],
         *,
         label_keys: Sequence[str] = (LABEL_KEY,),
-        start_batch: int = 0,
         cache: Optional[TrainCache] = None,
         with_self_influence: bool = True,
-        progress: Optional[ProgressCallback] = None,
-        cancel: Optional[threading.Event] = None,
+        control: PassControl = WHOLE_PASS,
     ) -> Iterator[ScoreBatch]:
         """Stage 5: one pass over the training data, yielding every query's scores batch by batch.
 
@@ -497,8 +457,8 @@ class EkfacInfluence:
         self._require_fitted()
         bases = self._bases()
         workspace = Workspace()
-        for index, _, entry in self._passes(data, STAGE_SCORES, progress, cancel, start_batch, cache, bases):
-            size = entry.vectors.probabilities.shape[0]
+        for step in self._passes(data, STAGE_SCORES, control, cache, bases):
+            size = step.captured.vectors.probabilities.shape[0]
             shape = (len(label_keys), len(regularizations))
             layers = torch.zeros(
                 *shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device
@@ -506,11 +466,11 @@ class EkfacInfluence:
             self_influence = (
                 torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device) if with_self_influence else None
             )
-            coordinates = [entry.vectors.label_gradient(entry.batch[key]) for key in label_keys]
+            coordinates = [step.captured.vectors.label_gradient(step.batch[key]) for key in label_keys]
             # Layer by layer, so that only one layer's per-example gradients are alive at a time;
             # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
             for layer_index, name in enumerate(self.layer_names):
-                rotated = _in_basis(entry, index, name, bases[name], cache)
+                rotated = _in_basis(step, name, bases[name], cache)
                 query = queries.rotated[name].flatten(1)
                 parameters = query.shape[1]
                 # 1/(Λ+λ) again for every batch: keeping it for every layer would hold another
@@ -527,52 +487,90 @@ class EkfacInfluence:
                     layers[v, :, layer_index] = products.reshape(len(regularizations), size, -1).transpose(1, 2)
                     if self_influence is not None:
                         self_influence[v] += weighted.mul_(gradients).sum(dim=2)
-            yield ScoreBatch(index, layers, self_influence)
+            yield ScoreBatch(step.index, layers, self_influence)
 
     # ---------------------------------------------------- pyDVL-style helpers
+    def _cached_queries(self, test: BatchData) -> Queries:
+        """The test side's gradients, computed once per distinct test set while the weights and
+        factors stay as they are: a loop scoring one test batch against each training batch
+        in turn computes them once, not once per pair. A loader is read once, so that a
+        shuffled one gives the scores in the order its gradients were taken."""
+        batches = list(_as_batches(test))
+        digest = hashlib.blake2b(digest_size=16)
+        for batch in batches:
+            digest.update(batch_key(batch))
+        key = digest.digest()
+        state = (weights_version(self.model), _factors_version(self.factors))
+        queries = self.query_cache.get(key, state)
+        if queries is None:
+            queries = self.query_gradients(batches)
+            self.query_cache.put(key, state, queries)
+        return queries
+
     def _score_matrix(self, test: BatchData, train: BatchData, regularizations: Sequence[float]) -> torch.Tensor:
         """(regularizations, layers, n_test, n_train) for the clean labels."""
-        queries = self.query_gradients(test)
+        queries = self._cached_queries(test)
         scores = self.iter_scores(queries, train, regularizations, cache=self.train_cache, with_self_influence=False)
-        blocks = [block.layers[0] for block in scores]
-        return torch.cat(blocks, dim=-1)
+        return torch.cat([block.layers[0] for block in scores], dim=-1)
+
+    def influences(self, test: BatchData, train: BatchData, regularization: float = 1e-5) -> torch.Tensor:
+        """(n_test, n_train): the influence of each training example on each test example.
+
+        ``test`` and ``train`` are each one batch or an iterable of batches (a ``DataLoader``,
+        a list): pass whole loaders to score every pair in one call, rows and columns in the
+        loaders' order. Positive: the training example helps (lowers the test example's loss).
+        """
+        return self._score_matrix(test, train, [regularization])[0].sum(dim=0)
 
     def influences_by_layer(
         self, test: BatchData, train: BatchData, regularization: float = 1e-5
     ) -> dict[str, torch.Tensor]:
-        """{layer name: (n_test, n_train)}; the layers sum to :meth:`influences`."""
+        """{layer name: (n_test, n_train)}, batches or loaders on either side as in :meth:`influences`;
+        the layers sum to :meth:`influences`."""
         scores = self._score_matrix(test, train, [regularization])[0]
         return dict(zip(self.layer_names, scores))
-
-    def influences(self, test: BatchData, train: BatchData, regularization: float = 1e-5) -> torch.Tensor:
-        """(n_test, n_train) influence of each training example on each test example."""
-        return self._score_matrix(test, train, [regularization])[0].sum(dim=0)
 
     def explore_hessian_regularization(
         self, test: BatchData, train: BatchData, regularizations: Sequence[float]
     ) -> dict[float, dict[str, torch.Tensor]]:
-        """{λ: {layer: (n_test, n_train)}} for every λ, from a single pass over the data."""
+        """{λ: {layer: (n_test, n_train)}} for every λ from a single pass over ``train``; batches or
+        loaders on either side as in :meth:`influences`."""
         scores = self._score_matrix(test, train, list(regularizations))
         return {reg: dict(zip(self.layer_names, by_layer)) for reg, by_layer in zip(regularizations, scores)}
 
     def self_influences(self, data: BatchData, regularization: float = 1e-5) -> torch.Tensor:
-        """(n,): each example's influence on itself, ∇Lᵀ(F + λI)⁻¹∇L."""
+        """(n,): each example's influence on itself, ∇Lᵀ(F + λI)⁻¹∇L; one batch or an iterable of batches."""
         self._require_fitted()
-        dummy = Queries({layer.name: self._empty_query(layer) for layer in self.layers})
-        scores = self.iter_scores(dummy, data, [regularization], cache=self.train_cache)
+        empty = Queries({layer.name: self._empty_query(layer) for layer in self.layers})
+        scores = self.iter_scores(empty, data, [regularization], cache=self.train_cache)
         return torch.cat([b.self_influence[0, 0] for b in scores])
 
     def _empty_query(self, layer: TrackedLayer) -> torch.Tensor:
         return torch.zeros(0, layer.out_features, layer.augmented_in, dtype=self.factor_dtype, device=self.device)
 
 
-def _in_basis(
-    entry: CapturedBatch, index: int, name: str, basis: Eigenbasis, cache: Optional[TrainCache]
-) -> RotatedTokens:
+def _factors_version(factors: Mapping[str, LayerFactors]) -> tuple[tuple[int, int], ...]:
+    """Changes when a layer's factors are replaced or modified in place (as ``weights_version``)."""
+    return tuple((id(t), t._version) for layer in factors.values() for t in layer.tensors())
+
+
+def _journaled(
+    journal: FitJournal,
+    stage: str,
+    sums: Mapping[str, Any],
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> PassControl:
+    """A pass that starts where ``journal`` has ``sums`` checkpointed and tells it of every batch."""
+    start = journal.resume(stage, sums)
+    return PassControl(start, lambda index: journal.batch_done(stage, index, sums), progress, cancel)
+
+
+def _in_basis(step: _Step, name: str, basis: Eigenbasis, cache: Optional[TrainCache]) -> RotatedTokens:
     """A layer of a training batch in ``basis``; a cached batch keeps it so, in place of its raw tokens."""
-    rotated = entry.in_basis(name, basis)
+    rotated = step.captured.in_basis(name, basis)
     if cache is not None:
-        cache.keep_rotated(index, entry, name, rotated)
+        cache.keep_rotated(step.key, step.captured, name, rotated)
     return rotated
 
 

@@ -14,17 +14,16 @@ Fisher block E_n[vec DW_n vec DW_nᵀ] is approximated as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Mapping, Optional
 
 import numpy as np
 import torch
 
 from influence.capture import LayerTokens, tensor_bytes
 from influence.workspace import Workspace
+from job.options import EIGEN_PRECISIONS, MODES
 
-MODES = ("ekfac", "kfac")
 EIGEN_DTYPE = torch.float64
-EIGEN_PRECISIONS = ("float64", "float32")
 # A float32 eigendecomposition is kept only when, on a spread of its eigenvectors, the relative
 # residual ‖Aq − λq‖/‖A‖ and the loss of orthogonality |Qᵀq − e| stay below this (float32 on
 # a 3072-wide covariance lands near 1e-5); otherwise it is redone in float64.
@@ -48,8 +47,9 @@ def combine(
 class CovarianceSums:
     """Running sums over real tokens: Σ āāᵀ, Σ_r g_r g_rᵀ (r over Fisher vectors), and counts.
 
-    Once the eigenbases are computed only the counts are needed (K-FAC's T̄):
-    :meth:`counts_only` lets the matrices go.
+    The covariance stage ends with :meth:`means`, which is what is decomposed and stored; the
+    sums themselves are kept only on request (``keep_covariance``), else just their counts
+    (:meth:`counts_only`, K-FAC's T̄).
     """
 
     activation: Optional[torch.Tensor]
@@ -77,6 +77,43 @@ class CovarianceSums:
         self.tokens += tokens.token_count
         self.examples += tokens.activations.shape[0]
 
+    def means(self) -> "CovarianceMeans":
+        """A and S: the sums' symmetric parts over the token count, formed in float64, kept in the sums' dtype."""
+        if self.tokens == 0 or self.activation is None or self.gradient is None:
+            raise ValueError("no tokens were seen: the covariance is empty")
+        scale = 1.0 / self.tokens
+        return CovarianceMeans(
+            _symmetrized(self.activation, EIGEN_DTYPE, scale).to(self.activation.dtype),
+            _symmetrized(self.gradient, EIGEN_DTYPE, scale).to(self.gradient.dtype),
+            self.tokens,
+            self.examples,
+        )
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The running state, for a checkpoint."""
+        counts = torch.tensor([self.tokens, self.examples], dtype=torch.int64)
+        return {"activation": self.activation, "gradient": self.gradient, "counts": counts}
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Continue from a checkpoint's :meth:`state`."""
+        self.activation.copy_(state["activation"])
+        self.gradient.copy_(state["gradient"])
+        self.tokens, self.examples = (int(count) for count in state["counts"])
+
+
+@dataclass
+class CovarianceMeans:
+    """A = E[āāᵀ] and S = E[ggᵀ] over real tokens, exactly symmetric, with the counts behind them.
+
+    The store keeps these, and the eigenbases are computed from them, so a run resumed after
+    its covariance stage decomposes the very matrices an uninterrupted run does.
+    """
+
+    activation: torch.Tensor
+    gradient: torch.Tensor
+    tokens: int
+    examples: int
+
 
 @dataclass
 class Eigenbasis:
@@ -88,14 +125,12 @@ class Eigenbasis:
     gradient_values: torch.Tensor
 
     @classmethod
-    def of(cls, sums: CovarianceSums, dtype: torch.dtype, precision: str = "float64") -> "Eigenbasis":
+    def of(cls, means: CovarianceMeans, dtype: torch.dtype, precision: str = "float64") -> "Eigenbasis":
         """Decompose in float64 whatever the model's dtype (small eigenvalues decide the inverse),
         or, with ``precision="float32"``, in float32 where its residual and orthogonality check
         passes: a speed option whose influences miss float64's by 1e-3 to 1e-2 (docs/benchmarks.md)."""
-        if sums.tokens == 0 or sums.activation is None or sums.gradient is None:
-            raise ValueError("no tokens were seen: the covariance is empty")
-        a_values, a_vectors = symmetric_eigh(sums.activation, precision, scale=1.0 / sums.tokens)
-        s_values, s_vectors = symmetric_eigh(sums.gradient, precision, scale=1.0 / sums.tokens)
+        a_values, a_vectors = symmetric_eigh(means.activation, precision)
+        s_values, s_vectors = symmetric_eigh(means.gradient, precision)
         return cls(a_vectors.to(dtype), a_values.to(dtype), s_vectors.to(dtype), s_values.to(dtype))
 
     def rotate(self, tokens: LayerTokens) -> "RotatedTokens":
@@ -237,6 +272,15 @@ class EigenvalueSums:
     def zeros(cls, out_features: int, in_features: int, dtype: torch.dtype, device: torch.device):
         return cls(torch.zeros(out_features, in_features, dtype=dtype, device=device))
 
+    def state(self) -> dict[str, torch.Tensor]:
+        """The running state, for a checkpoint."""
+        return {"squares": self.squares, "examples": torch.tensor(self.examples, dtype=torch.int64)}
+
+    def load_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Continue from a checkpoint's :meth:`state`."""
+        self.squares.copy_(state["squares"])
+        self.examples = int(state["examples"])
+
     def add(self, rotated: RotatedTokens, fisher: torch.Tensor, workspace: Optional[Workspace] = None) -> None:
         for r in range(fisher.shape[1]):
             out = workspace.take("squares", rotated.shape, self.squares) if workspace is not None else None
@@ -244,10 +288,13 @@ class EigenvalueSums:
         self.examples += fisher.shape[0]
 
 
-def corrected_eigenvalues(mode: str, sums: CovarianceSums, eigen: Eigenbasis, lam: EigenvalueSums | None):
-    """The diagonal (out, in') of the layer's Fisher in the Kronecker eigenbasis."""
+def corrected_eigenvalues(
+    mode: str, counts: Optional[CovarianceMeans], eigen: Eigenbasis, lam: Optional[EigenvalueSums]
+) -> torch.Tensor:
+    """The diagonal (out, in') of the layer's Fisher in the Kronecker eigenbasis; K-FAC needs only
+    the eigenbasis and ``counts``' tokens per example, EK-FAC the eigenvalue-correction sums."""
     if mode == "kfac":
-        mean_tokens = sums.tokens / sums.examples
+        mean_tokens = counts.tokens / counts.examples
         return mean_tokens * torch.outer(eigen.gradient_values, eigen.activation_values)
     if mode == "ekfac":
         if lam is None or lam.examples == 0:
@@ -258,11 +305,16 @@ def corrected_eigenvalues(mode: str, sums: CovarianceSums, eigen: Eigenbasis, la
 
 @dataclass
 class LayerFactors:
-    """Everything the scores need for one layer, and what the store keeps of it."""
+    """Everything the scores need for one layer: the eigenbasis and the corrected eigenvalues
+    (and the covariance sums, when kept)."""
 
-    covariance: CovarianceSums
     eigen: Eigenbasis
     eigenvalues: torch.Tensor  # (out, in'): Λ (EK-FAC) or T̄ λ_S λ_Aᵀ (K-FAC)
+    covariance: Optional[CovarianceSums] = None
+
+    def tensors(self) -> list[torch.Tensor]:
+        e = self.eigen
+        return [e.activation_vectors, e.activation_values, e.gradient_vectors, e.gradient_values, self.eigenvalues]
 
     def inverse_weights(self, regularization: float, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         """1 / (Λ + λ): the damped inverse of the Fisher block, diagonal in the eigenbasis."""

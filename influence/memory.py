@@ -8,7 +8,7 @@ from typing import Optional
 import torch
 
 from influence.ekfac import EkfacInfluence
-from influence.errors import UserError
+from job.errors import UserError
 
 QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
 CACHE_MEMORY_FRACTION = 0.25  # of the memory free on the device, for token matrices kept between passes
@@ -18,7 +18,7 @@ def cache_budget(engine: EkfacInfluence) -> int:
     """Memory for token matrices kept between passes: a share of what is free, at most the engine's own cap."""
     available = available_memory(engine.device)
     share = int(CACHE_MEMORY_FRACTION * available) if available is not None else 0
-    return min(share, engine.cache_bytes)
+    return min(share, engine.options.cache_bytes)
 
 
 def check_query_memory(engine: EkfacInfluence, query_count: int) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from influence.errors import UserError
+from job.errors import UserError
 
 DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 

@@ -12,12 +12,12 @@ from typing import Optional
 
 import torch
 
-from influence.config import RunConfig
-from influence.errors import UserError
 from influence.modeling import count_parameters
 from influence.preparation import prepare
-from influence.progress import ProgressCallback
 from influence.stages import StageRunner
+from job.config import RunConfig
+from job.errors import UserError
+from job.progress import ProgressCallback
 from store.checkpoint import remove_checkpoints
 from store.errors import StoreMismatch
 from store.layout import StoreLayout
@@ -46,8 +46,8 @@ def run_pipeline(
                 "model_source": analysis.loaded.source,
                 "total_parameters": count_parameters(analysis.loaded.model),
                 "tracked_parameters": analysis.engine.tracked_parameters,
-                "fisher": config.fisher,
-                "mode": config.mode,
+                "fisher": config.engine.fisher,
+                "mode": config.engine.mode,
                 "wall_seconds_last_run": round(time.time() - started, 3),
             },
         )

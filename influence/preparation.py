@@ -15,10 +15,8 @@ from typing import Optional
 import numpy as np
 import torch
 
-from influence.config import DEMO, RunConfig
 from influence.data import PreparedData, SplitSelection, prepare_data
 from influence.ekfac import EkfacInfluence
-from influence.errors import UserError
 from influence.layers import LayerSelectionError
 from influence.modeling import (
     LoadedModel,
@@ -28,10 +26,10 @@ from influence.modeling import (
     resolve_device,
     weights_fingerprint,
 )
-from influence.progress import ProgressCallback
+from job.config import DEMO, RunConfig
+from job.errors import UserError
+from job.progress import ProgressCallback
 from store.layout import VARIANT_CLEAN, ExampleTable, LayerInfo, StoreLayout
-
-AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
 
 
 @dataclass
@@ -161,15 +159,7 @@ def prepare(
     loaded, data = _load_model_and_data(config, device, progress, cancel)
     try:
         engines = {
-            variant: EkfacInfluence(
-                loaded.model,
-                config.layers,
-                config.fisher,
-                config.mode,
-                seed=config.seed,
-                autocast_dtype=AUTOCAST_DTYPES.get(config.autocast),
-                eigen_precision=config.eigen_precision,
-            )
+            variant: EkfacInfluence(loaded.model, config.layers, config.engine, seed=config.seed)
             for variant in config.factor_variants
         }
     except LayerSelectionError as error:

@@ -1,67 +1,34 @@
 """The stages of an analysis against an open store writer, each resumable.
 
-Stages, in order (``store.schema.STAGES``): predictions; per factor variant the
-covariance, eigendecomposition and eigenvalue correction; queries; scores. Each stage
-records its progress in the store; a run that finds a stage done skips it, one that
-finds it part-way continues: running sums from their checkpoint beside the store
-(``store.checkpoint``), eigenbases layer by layer, scores block by block. Because sums
-are checkpointed in the dtype they are accumulated in and the data order is fixed, a
-resumed run gives the same numbers as an uninterrupted one.
+Stages, in order (``job.stages.STAGES``): predictions; per factor variant the covariance,
+eigendecomposition and eigenvalue correction; queries; scores. The factor stages are
+``EkfacInfluence.fit`` itself, given a :class:`~influence.recording.StoreJournal` that finds
+in the store what is done and records what gets done; this module adds the stages only a
+stored analysis has (predictions, and the scores written block by block) and the order.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from contextlib import contextmanager
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 import torch
 
-from influence.ekfac import EkfacInfluence, Queries, ScoreBatch, TrainCache
-from influence.factors import CovarianceSums, Eigenbasis, EigenvalueSums, LayerFactors, corrected_eigenvalues
+from influence.caches import TrainCache
+from influence.ekfac import EkfacInfluence, Queries, ScoreBatch
+from influence.journal import PassControl
 from influence.memory import cache_budget, check_query_memory
 from influence.preparation import Analysis, run_fingerprint, tokenized_batches
-from influence.progress import Cancelled, ProgressCallback, ProgressEvent, check_cancel, report
-from store.checkpoint import Checkpoint, load_checkpoint, remove_checkpoint, save_checkpoint
-from store.errors import StoreWriteError
+from influence.recording import StageRecorder, StoreJournal, numpy_of
+from job.progress import ProgressCallback, ProgressEvent, check_cancel
+from job.stages import STAGE_PREDICTIONS, STAGE_QUERIES, STAGE_SCORES, STATUS_RUNNING
 from store.layout import VARIANT_CLEAN
-from store.schema import STAGES, stage_key
+from store.schema import stage_key
 from store.writer import StoreWriter
 
-STAGE_PREDICTIONS, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_CORRECTION, STAGE_QUERIES, STAGE_SCORES = STAGES
 LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
 INFERENCE_BATCH = 64  # examples per forward pass when only predictions are needed
-# Store dataset name -> Eigenbasis attribute.
-EIGEN_FIELDS = {
-    "activation_eigenvectors": "activation_vectors",
-    "activation_eigenvalues": "activation_values",
-    "gradient_eigenvectors": "gradient_vectors",
-    "gradient_eigenvalues": "gradient_values",
-}
-
-
-def _numpy(tensor: torch.Tensor) -> np.ndarray:
-    return tensor.detach().to("cpu").numpy()
-
-
-def _tensor(array: np.ndarray, engine: EkfacInfluence) -> torch.Tensor:
-    return torch.as_tensor(np.ascontiguousarray(array), device=engine.device)
-
-
-class _Checkpoints:
-    """Say when partial sums are due to be saved: every ``seconds`` (0 = after every batch)."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-        self.last = time.monotonic()
-
-    def due(self) -> bool:
-        if time.monotonic() - self.last >= self.seconds:
-            self.last = time.monotonic()
-            return True
-        return False
 
 
 def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict:
@@ -95,48 +62,31 @@ class StageRunner:
     ):
         self.analysis = analysis
         self.writer = writer
+        self.recorder = StageRecorder(writer, progress)
         self.progress = progress
         self.cancel = cancel
         self.config = analysis.config
         self.layout = analysis.layout
-        self.path = writer.path
-        self.fingerprint = run_fingerprint(analysis.layout)
         budget = cache_budget(analysis.engine) // len(analysis.engines)
         self.caches = {variant: TrainCache(budget) for variant in analysis.engines}
 
-    # ---------------------------------------------------------------- plumbing
-    def _report(self, key: str, done: int, total: int, unit: str, message: str = "") -> None:
-        report(self.progress, ProgressEvent(key, done, total, unit, message))
+    def _renamed(self, variant: str, offset: int = 0, total: Optional[int] = None) -> Optional[ProgressCallback]:
+        """Engine progress events under this run's stage keys (the variant's suffix included),
+        shifted by ``offset`` units of ``total`` when one stage runs several engines in turn."""
+        if self.progress is None:
+            return None
+        progress = self.progress
 
-    @contextmanager
-    def _stage(self, key: str, total: int, unit: str) -> Iterator[None]:
-        """Mark ``key`` running, then done, cancelled or failed; a store write error stays itself."""
-        self.writer.set_stage(key, "running", total=total, unit=unit)
-        self._report(key, self._done_count(key), total, unit)
-        try:
-            yield
-        except Cancelled:
-            self.writer.set_stage(key, "cancelled", message="cancelled by the user")
-            raise
-        except StoreWriteError:
-            raise
-        except Exception as error:
-            self.writer.set_stage(key, "failed", message=f"{type(error).__name__}: {error}"[:200])
-            raise
-        self.writer.set_stage(key, "done", done=total)
-        self._report(key, total, total, unit)
+        def forward(event: ProgressEvent) -> None:
+            key = stage_key(event.stage, variant)
+            progress(ProgressEvent(key, event.done + offset, total or event.total, event.unit, event.message))
 
-    def _done(self, key: str) -> bool:
-        return self.writer.stage(key).status == "done"
-
-    def _done_count(self, key: str) -> int:
-        """Units a stage recorded as finished (checkpointed), 0 when it never started."""
-        return self.writer.stage(key).done or 0
+        return forward
 
     # ------------------------------------------------------------- predictions
     def predictions(self) -> None:
         key = STAGE_PREDICTIONS
-        if self._done(key):
+        if self.recorder.is_done(key):
             return
         # Larger batches than the analysis uses: without a backward pass, bigger is faster.
         tokenizer, data, max_length = self.analysis.loaded.tokenizer, self.analysis.data, self.config.max_length
@@ -146,7 +96,7 @@ class StageRunner:
         }
         total = sum(len(b) for b in batches.values())
         model = self.analysis.loaded.model
-        with self._stage(key, total, "batches"):
+        with self.recorder.stage(key, total, "batches"):
             done = 0
             for split, split_batches in batches.items():
                 probabilities = []
@@ -157,7 +107,7 @@ class StageRunner:
                         logits = model(**inputs).logits
                     probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
                     done += 1
-                    self._report(key, done, total, "batches")
+                    self.recorder.report(key, done, total, "batches")
                 probs = torch.cat(probabilities).numpy()
                 self.writer.write_predictions(split, probs.argmax(axis=1).astype(np.int64), probs)
                 if split == "test":
@@ -168,173 +118,24 @@ class StageRunner:
 
     # ----------------------------------------------------------------- factors
     def fit(self, variant: str) -> EkfacInfluence:
-        """Covariance, eigendecomposition and eigenvalue correction of one factor variant."""
+        """The factor stages of one variant: the engine's own fit, recorded in (and resumed from) the store."""
         engine = self.analysis.engines[variant]
-        covariance = self._covariance(engine, variant)
-        eigen = self._eigendecomposition(engine, variant, covariance)
-        covariance = {name: sums.counts_only() for name, sums in covariance.items()}  # stored; free the memory
-        eigenvalues = self._eigenvalue_correction(engine, variant, covariance, eigen)
-        engine.factors = {
-            name: LayerFactors(covariance[name], eigen[name], eigenvalues[name]) for name in engine.layer_names
-        }
-        return engine
-
-    def _read_covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
-        sums = {}
-        for index, name in enumerate(engine.layer_names):
-            counts = self.writer.read_factor_counts(variant, index)
-            sums[name] = CovarianceSums(
-                _tensor(self.writer.read_factor(variant, index, "activation_covariance"), engine),
-                _tensor(self.writer.read_factor(variant, index, "gradient_covariance"), engine),
-                counts["tokens"],
-                counts["examples"],
-            )
-        return sums
-
-    def _write_covariance(self, engine: EkfacInfluence, variant: str, sums: dict[str, CovarianceSums]) -> None:
-        for index, name in enumerate(engine.layer_names):
-            self.writer.write_factor(variant, index, "activation_covariance", _numpy(sums[name].activation))
-            self.writer.write_factor(variant, index, "gradient_covariance", _numpy(sums[name].gradient))
-            self.writer.write_factor_counts(variant, index, sums[name].tokens, sums[name].examples)
-
-    def _pass_options(
-        self, key: str, variant: str, checkpoint: Optional[Checkpoint], arrays: Callable[[], dict[str, np.ndarray]]
-    ) -> dict:
-        """What an accumulating pass over the training data is given: where to start, which labels,
-        when to checkpoint, the cache, progress and cancellation."""
-        return {
-            "start_batch": checkpoint.batches if checkpoint else 0,
-            "label_key": LABEL_KEYS[variant],
-            "on_batch": self._checkpointer(key, len(self.analysis.train_batches), arrays),
-            "cache": self.caches[variant],
-            "progress": self._forward(key),
-            "cancel": self.cancel,
-        }
-
-    def _checkpointer(self, key: str, batches: int, arrays: Callable[[], dict[str, np.ndarray]]):
-        """An ``on_batch`` hook saving the running sums (atomically, beside the store) when due."""
-        checkpoints = _Checkpoints(self.config.checkpoint_seconds)
-
-        def on_batch(index: int, _: object) -> None:
-            if index + 1 < batches and checkpoints.due():
-                save_checkpoint(self.path, key, self.fingerprint, index + 1, arrays())
-                self.writer.set_stage(key, "running", done=index + 1)
-
-        return on_batch
-
-    def _covariance(self, engine: EkfacInfluence, variant: str) -> dict[str, CovarianceSums]:
-        key = stage_key(STAGE_COVARIANCE, variant)
-        if self._done(key):
-            return self._read_covariance(engine, variant)
-        batches = self.analysis.train_batches
-        names = engine.layer_names
-        checkpoint = load_checkpoint(self.path, key, self.fingerprint)
-        sums = engine.new_covariance()
-        if checkpoint is not None:
-            for name in names:
-                counts = checkpoint.arrays[f"{name}/counts"]
-                sums[name] = CovarianceSums(
-                    _tensor(checkpoint.arrays[f"{name}/activation"], engine),
-                    _tensor(checkpoint.arrays[f"{name}/gradient"], engine),
-                    int(counts[0]),
-                    int(counts[1]),
-                )
-
-        def arrays() -> dict[str, np.ndarray]:
-            saved = {}
-            for name in names:
-                saved[f"{name}/activation"] = _numpy(sums[name].activation)
-                saved[f"{name}/gradient"] = _numpy(sums[name].gradient)
-                saved[f"{name}/counts"] = np.array([sums[name].tokens, sums[name].examples], dtype=np.int64)
-            return saved
-
-        with self._stage(key, len(batches), "batches"):
-            engine.accumulate_covariance(batches, sums, **self._pass_options(key, variant, checkpoint, arrays))
-            self._write_covariance(engine, variant, sums)
-        remove_checkpoint(self.path, key)
-        return sums
-
-    def _eigendecomposition(
-        self, engine: EkfacInfluence, variant: str, covariance: dict[str, CovarianceSums]
-    ) -> dict[str, Eigenbasis]:
-        key = stage_key(STAGE_EIGEN, variant)
-        record = self.writer.stage(key)
-        finished = len(engine.layers) if record.status == "done" else self._done_count(key)
-        eigen: dict[str, Eigenbasis] = {}
-        for index, name in enumerate(engine.layer_names[:finished]):
-            eigen[name] = Eigenbasis(
-                **{
-                    attr: _tensor(self.writer.read_factor(variant, index, field), engine)
-                    for field, attr in EIGEN_FIELDS.items()
-                }
-            )
-        if record.status == "done":
-            return eigen
-        with self._stage(key, len(engine.layers), "layers"):
-            for index, name in enumerate(engine.layer_names):
-                if name in eigen:
-                    continue
-                check_cancel(self.cancel)
-                basis = Eigenbasis.of(covariance[name], engine.factor_dtype, engine.eigen_precision)
-                for field, attr in EIGEN_FIELDS.items():
-                    self.writer.write_factor(variant, index, field, _numpy(getattr(basis, attr)))
-                eigen[name] = basis
-                self.writer.set_stage(key, "running", done=index + 1)
-                self._report(key, index + 1, len(engine.layers), "layers", name)
-        return eigen
-
-    def _eigenvalue_correction(
-        self,
-        engine: EkfacInfluence,
-        variant: str,
-        covariance: dict[str, CovarianceSums],
-        eigen: dict[str, Eigenbasis],
-    ) -> dict[str, torch.Tensor]:
-        key = stage_key(STAGE_CORRECTION, variant)
-        record = self.writer.stage(key)
-        names = engine.layer_names
-        if record.status == "done":
-            return {
-                name: _tensor(self.writer.read_factor(variant, i, "corrected_eigenvalues"), engine)
-                for i, name in enumerate(names)
-            }
-        batches = self.analysis.train_batches
-        if engine.mode == "kfac":
-            with self._stage(key, len(names), "layers"):
-                values = {name: corrected_eigenvalues("kfac", covariance[name], eigen[name], None) for name in names}
-                for index, name in enumerate(names):
-                    self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
-            return values
-        checkpoint = load_checkpoint(self.path, key, self.fingerprint)
-        sums = engine.new_eigenvalue_sums()
-        if checkpoint is not None:
-            examples = int(checkpoint.arrays["examples"])
-            sums = {name: EigenvalueSums(_tensor(checkpoint.arrays[name], engine), examples) for name in names}
-
-        def arrays() -> dict[str, np.ndarray]:
-            saved = {name: _numpy(sums[name].squares) for name in names}
-            saved["examples"] = np.int64(sums[names[0]].examples)
-            return saved
-
-        with self._stage(key, len(batches), "batches"):
-            engine.accumulate_eigenvalues(batches, eigen, sums, **self._pass_options(key, variant, checkpoint, arrays))
-            values = {name: corrected_eigenvalues("ekfac", covariance[name], eigen[name], sums[name]) for name in names}
-            for index, name in enumerate(names):
-                self.writer.write_factor(variant, index, "corrected_eigenvalues", _numpy(values[name]))
-        remove_checkpoint(self.path, key)
-        return values
-
-    def _forward(self, key: str, offset: int = 0, total: Optional[int] = None) -> Optional[ProgressCallback]:
-        """Engine progress events renamed to this run's stage key (variant suffix included), and
-        shifted by ``offset`` units of ``total`` when one stage runs several engines in turn."""
-        if self.progress is None:
-            return None
-        progress = self.progress
-
-        def forward(event: ProgressEvent) -> None:
-            progress(ProgressEvent(key, event.done + offset, total or event.total, event.unit, event.message))
-
-        return forward
+        journal = StoreJournal(
+            self.recorder,
+            variant,
+            engine.layer_names,
+            run_fingerprint(self.layout),
+            self.config.checkpoint_seconds,
+            engine.device,
+        )
+        return engine.fit(
+            self.analysis.train_batches,
+            journal=journal,
+            label_key=LABEL_KEYS[variant],
+            cache=self.caches[variant],
+            progress=self._renamed(variant),
+            cancel=self.cancel,
+        )
 
     # ----------------------------------------------------------------- queries
     def queries(self, engines: dict[str, EkfacInfluence]) -> dict[str, Queries]:
@@ -344,15 +145,16 @@ class StageRunner:
         check_query_memory(self.analysis.engine, len(self.layout.test) * len(engines))
         queries: dict[str, Queries] = {}
         total = len(batches) * len(engines)
-        with self._stage(key, total, "batches"):
+        with self.recorder.stage(key, total, "batches"):
             for offset, (variant, engine) in enumerate(engines.items()):
-                progress = self._forward(key, offset=offset * len(batches), total=total)
-                queries[variant] = engine.query_gradients(batches, progress=progress, cancel=self.cancel)
+                progress = self._renamed(VARIANT_CLEAN, offset=offset * len(batches), total=total)
+                control = PassControl(progress=progress, cancel=self.cancel)
+                queries[variant] = engine.query_gradients(batches, control=control)
             for variant in self.layout.variants:
                 own = self.layout.factor_variant_of(variant)
                 values = engines[own].query_self_influence(queries[own], self.layout.regularizations)
                 for reg_index in range(len(self.layout.regularizations)):
-                    self.writer.write_test_self(variant, reg_index, _numpy(values[reg_index]).astype(np.float32))
+                    self.writer.write_test_self(variant, reg_index, numpy_of(values[reg_index]).astype(np.float32))
         return queries
 
     # ------------------------------------------------------------------ scores
@@ -360,9 +162,10 @@ class StageRunner:
         self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries], start: int, stop: int
     ) -> Iterator[ScoreBatch]:
         """Training batches [start, stop) scored for every variant (axis 0), in one pass when the
-        factors are shared; batch indices stay those of the whole training set, as the cache keys them."""
+        factors are shared; batch indices stay those of the whole training set."""
         regs = self.layout.regularizations
         batches = self.analysis.train_batches[:stop]
+        control = PassControl(start_batch=start, cancel=self.cancel)
         if len(engines) == 1:
             label_keys = [LABEL_KEYS[v] for v in self.layout.variants]
             yield from engines[VARIANT_CLEAN].iter_scores(
@@ -370,20 +173,13 @@ class StageRunner:
                 batches,
                 regs,
                 label_keys=label_keys,
-                start_batch=start,
                 cache=self.caches[VARIANT_CLEAN],
-                cancel=self.cancel,
+                control=control,
             )
             return
         streams = [
             engines[v].iter_scores(
-                queries[v],
-                batches,
-                regs,
-                label_keys=[LABEL_KEYS[v]],
-                start_batch=start,
-                cache=self.caches[v],
-                cancel=self.cancel,
+                queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], cache=self.caches[v], control=control
             )
             for v in self.layout.variants
         ]
@@ -399,7 +195,7 @@ class StageRunner:
         layout = self.layout
         completed = self.writer.completed_blocks()
         batches_per_block = layout.score_block // self.config.batch_size
-        with self._stage(key, layout.n_train, "examples"):
+        with self.recorder.stage(key, layout.n_train, "examples"):
             done = int(sum(layout.block_columns(b)[1] - layout.block_columns(b)[0] for b in np.flatnonzero(completed)))
             for block in range(layout.n_blocks):
                 if completed[block]:
@@ -411,19 +207,19 @@ class StageRunner:
                 totals, per_layer, train_self = {}, {}, {}
                 for v, variant in enumerate(layout.variants):
                     for k in range(len(layout.regularizations)):
-                        per_layer[(variant, k)] = _numpy(layers[v, k]).astype(np.float32)
-                        totals[(variant, k)] = _numpy(layers[v, k].sum(dim=0)).astype(np.float32)
-                        train_self[(variant, k)] = _numpy(self_influence[v, k]).astype(np.float32)
+                        per_layer[(variant, k)] = numpy_of(layers[v, k]).astype(np.float32)
+                        totals[(variant, k)] = numpy_of(layers[v, k].sum(dim=0)).astype(np.float32)
+                        train_self[(variant, k)] = numpy_of(self_influence[v, k]).astype(np.float32)
                 self.writer.write_score_block(block, total=totals, layers=per_layer, train_self=train_self)
                 done += layers.shape[-1]
-                self.writer.set_stage(key, "running", done=done)
-                self._report(key, done, layout.n_train, "examples")
+                self.writer.set_stage(key, STATUS_RUNNING, done=done)
+                self.recorder.report(key, done, layout.n_train, "examples")
 
     # --------------------------------------------------------------------- all
     def run(self) -> None:
         self.predictions()
         engines = {variant: self.fit(variant) for variant in self.layout.factor_variants}
-        if self._done(STAGE_SCORES):
+        if self.recorder.is_done(STAGE_SCORES):
             return
         queries = self.queries(engines)
         self.scores(engines, queries)

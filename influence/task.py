@@ -17,7 +17,8 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import nn
 
-FISHER_KINDS = ("exact", "sampled", "empirical")
+from job.options import FISHER_KINDS
+
 LABEL_KEY = "labels"
 
 

@@ -3,6 +3,7 @@
 h5py and numpy only: importing ``store`` never imports torch or textual.
 """
 
+from job.stages import STAGES, STATUSES
 from store.errors import (
     StoreDamaged,
     StoreError,
@@ -14,7 +15,7 @@ from store.errors import (
 )
 from store.layout import ExampleTable, LayerInfo, StoreLayout
 from store.reader import ExampleView, StoreReader
-from store.schema import FORMAT_NAME, FORMAT_VERSION, STAGES, STATUSES, stage_key
+from store.schema import FORMAT_NAME, FORMAT_VERSION, stage_key
 from store.stages import StageRecord
 from store.writer import StoreWriter
 

@@ -11,6 +11,8 @@ import errno as errno_codes
 import os
 from pathlib import Path
 
+from job.errors import UserError
+
 
 def one_line(text: str) -> str:
     """Collapse ``text`` (HDF5 messages span lines) into one line."""
@@ -26,8 +28,8 @@ def os_reason(exc: BaseException) -> str:
     return one_line(str(exc)) or type(exc).__name__
 
 
-class StoreError(Exception):
-    """Base class: something is wrong with one store file."""
+class StoreError(UserError):
+    """Base class: something is wrong with one store file (a user-facing one-line message)."""
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
         self.path = Path(path)

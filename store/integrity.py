@@ -13,15 +13,9 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
+from job.stages import FACTOR_STAGES
 from store.layout import SPLITS, StoreLayout
-from store.schema import (
-    FACTOR_STAGES,
-    STAGE_FACTORS,
-    examples_path,
-    factor_path,
-    parse_stage_key,
-    score_path,
-)
+from store.schema import STAGE_FACTORS, examples_path, factor_path, parse_stage_key, score_path
 
 _BLOCK_SCORES = ("total", "layers", "train_self")
 

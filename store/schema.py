@@ -13,29 +13,27 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from job.stages import FACTOR_STAGES, STAGE_CORRECTION, STAGE_COVARIANCE, STAGE_EIGEN, STAGES
 from store.errors import StoreVersionError
 from store.layout import SPLITS, VARIANT_CLEAN, LayerInfo, StoreLayout
 
 FORMAT_NAME = "influence-explorer"
-FORMAT_VERSION = "1.0"
+FORMAT_VERSION = "1.1"  # 1.1: the engine options under config["engine"]; covariances stored as means
 
-STAGES = ("predictions", "covariance", "eigendecomposition", "eigenvalue_correction", "queries", "scores")
 STAGE_VARIANT_SEPARATOR = ":"
-STATUSES = ("pending", "running", "done", "failed", "cancelled")
-STATUS_PENDING, STATUS_RUNNING, STATUS_DONE, STATUS_FAILED, STATUS_CANCELLED = STATUSES
 
 # Factor datasets by the stage that writes them; these stages have one record per factor variant.
 STAGE_FACTORS: dict[str, tuple[str, ...]] = {
-    "covariance": ("activation_covariance", "gradient_covariance"),
-    "eigendecomposition": (
+    STAGE_COVARIANCE: ("activation_covariance", "gradient_covariance"),
+    STAGE_EIGEN: (
         "activation_eigenvectors",
         "activation_eigenvalues",
         "gradient_eigenvectors",
         "gradient_eigenvalues",
     ),
-    "eigenvalue_correction": ("corrected_eigenvalues",),
+    STAGE_CORRECTION: ("corrected_eigenvalues",),
 }
-FACTOR_STAGES = tuple(STAGE_FACTORS)
+assert tuple(STAGE_FACTORS) == FACTOR_STAGES
 FACTOR_NAMES = tuple(name for names in STAGE_FACTORS.values() for name in names)
 SCORE_NAMES = ("total", "layers", "train_self", "test_self")
 EXAMPLE_COLUMNS = ("text", "label", "corrupted_label", "dataset_index", "prediction", "probabilities")

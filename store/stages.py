@@ -14,14 +14,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from store.schema import (
-    MESSAGE_BYTES,
-    STAGE_RECORD_DTYPE,
-    STATUS_PENDING,
-    STATUS_RUNNING,
-    STATUSES,
-    UNIT_BYTES,
-)
+from job.stages import STATUS_PENDING, STATUS_RUNNING, STATUSES
+from store.schema import MESSAGE_BYTES, STAGE_RECORD_DTYPE, UNIT_BYTES
 
 _MISSING_COUNT = -1
 

@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from job.options import EngineOptions
+from job.stages import FACTOR_STAGES, STATUS_DONE, STATUS_RUNNING
 from store.layout import VARIANT_CORRUPTED, ExampleTable, LayerInfo, StoreLayout
-from store.schema import (
-    FACTOR_STAGES,
-    STATUS_DONE,
-    STATUS_RUNNING,
-    stage_key,
-)
+from store.schema import stage_key
 from store.writer import StoreWriter
 
 LABEL_NAMES = ["negative", "positive"]
@@ -211,8 +208,7 @@ def synthetic_layout(
             "model": "synthetic",
             "dataset": "synthetic-reviews",
             "seed": seed,
-            "method": "ekfac",
-            "fisher": "true",
+            "engine": EngineOptions().analysis_settings(),
         },
         library_versions={"numpy": np.__version__},
         model_fingerprint=f"synthetic-model-{seed}",

@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from job.stages import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
 from store import h5io, integrity, registry, stages
 from store.chunks import ChunkWriter
 from store.errors import (
@@ -40,10 +41,6 @@ from store.schema import (
     COUNT_COLUMNS,
     FACTOR_NAMES,
     STAGES_PATH,
-    STATUS_DONE,
-    STATUS_FAILED,
-    STATUS_PENDING,
-    STATUS_RUNNING,
     counts_path,
     examples_path,
     factor_path,

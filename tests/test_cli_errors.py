@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
-from influence.cli import build_parser, config_from_args, main
 from influence.preparation import prepare
+from job.cli import build_parser, config_from_args, main
 from store.reader import StoreReader
 from store.writer import StoreWriter
 
@@ -165,7 +165,7 @@ def test_the_real_process_prints_no_traceback(finished):
     """The same through a real process, for what an in-process test cannot see."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
-        [sys.executable, "-m", "influence.cli", "--export", str(finished["out"]), "--model", "./no/such/model"],
+        [sys.executable, "-m", "job.cli", "--export", str(finished["out"]), "--model", "./no/such/model"],
         capture_output=True,
         text=True,
         env=environment,
@@ -189,7 +189,7 @@ def test_the_notebook_preset_offline_says_what_is_missing(capsys, tmp_path):
 
 FILE_SIZE_LIMIT = """
 import resource, signal, sys
-from influence.cli import main
+from job.cli import main
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead of killing
 limit = int(sys.argv[1])
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -227,7 +227,7 @@ def test_a_full_disk_ends_with_a_clear_message_and_a_readable_store(finished, tm
         done = [key for key, record in reader.stages().items() if record.status == "done"]
         assert "predictions" in done and reader.metrics() is not None, (error, reader.stages())
     rerun = subprocess.run(
-        [sys.executable, "-m", "influence.cli"] + arguments,
+        [sys.executable, "-m", "job.cli"] + arguments,
         capture_output=True,
         text=True,
         env=environment,

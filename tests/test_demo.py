@@ -7,11 +7,11 @@ import pytest
 import torch
 from local_assets import IMDB
 
-from influence.cli import main
-from influence.config import DEMO_CORPUS_SIZE, RunConfig
 from influence.demo.corpus import LABEL_NAMES, generate_corpus
 from influence.demo.model import ensure_demo_model
 from influence.modeling import load_classifier
+from job.cli import main
+from job.config import DEMO_CORPUS_SIZE, RunConfig
 from store.reader import StoreReader
 
 DEMO_ACCURACY = 0.85

@@ -20,8 +20,10 @@ from reference import (
 from tiny_models import padded_batch, rebatch, repad, tiny_distilbert, tiny_llama
 
 from influence import EkfacInfluence
+from influence.caches import batch_key
 from influence.layers import LayerSelectionError
-from influence.progress import Cancelled, ProgressEvent
+from influence.task import model_inputs
+from job.progress import Cancelled, ProgressEvent
 
 REGULARIZATION = 1e-3
 
@@ -256,10 +258,11 @@ def test_the_cache_keeps_batches_in_the_eigenbasis_and_never_serves_a_stale_one(
     test = padded_batch(3, length, seed=33)
     cached = EkfacInfluence(model).fit(train)
     bases = {name: factors.eigen for name, factors in cached.factors.items()}
-    entry = cached.train_cache.get(0, train[0], bases)
+    key = batch_key(train[0], model_inputs(train[0]))
+    entry = cached.train_cache.get(key, bases)
     assert entry is not None
     assert getattr(entry.layers["distilbert.transformer.layer.0.ffn.lin1"], form) is not None
-    assert cached.train_cache.get(0, train[0]) is None  # a pass needing raw tokens cannot use it
+    assert cached.train_cache.get(key) is None  # a pass needing raw tokens cannot use it
     other = EkfacInfluence(model, fisher="empirical", cache_bytes=0).fit(train)
     cached.factors = other.factors
     assert torch.equal(cached.influences(test, train, REGULARIZATION), other.influences(test, train, REGULARIZATION))

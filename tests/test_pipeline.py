@@ -18,11 +18,12 @@ from local_assets import (
     write_parquet_folder,
 )
 
-from influence.cli import main
-from influence.config import RunConfig
 from influence.ekfac import EkfacInfluence
 from influence.pipeline import run_pipeline
 from influence.preparation import prepare
+from job.cli import main
+from job.config import RunConfig
+from job.options import EngineOptions
 from store.errors import StoreMismatch
 from store.reader import StoreReader
 
@@ -80,7 +81,7 @@ def test_export_writes_the_store_and_the_tables(assets, tmp_path, capsys):
         train = reader.examples("train")
         assert (train.corrupted_label == 1 - train.label).all()
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["config"]["fisher"] == "exact"
+    assert summary["config"]["engine"]["fisher"] == "exact"
     with open(out / "top_influences.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["variant"] for row in rows} == {"clean", "corrupted"}
@@ -132,13 +133,18 @@ def test_fraction_corruption_is_seeded_and_exact_fisher_is_not_refitted(assets, 
     assert flipped.sum() == 10
     assert np.array_equal(first.data.corrupted_labels, again.data.corrupted_labels)
     assert first.layout.factor_variants == ["clean"]
-    empirical = prepare(small_config(assets, **common, fisher="empirical"))
+    empirical = prepare(small_config(assets, **common, engine=EngineOptions(fisher="empirical")))
     assert empirical.layout.factor_variants == ["clean", "corrupted"]
 
 
 def test_empirical_fisher_refits_the_factors_for_the_corrupted_labels(assets, tmp_path):
     config = small_config(
-        assets, num_train=16, num_test=4, fisher="empirical", corrupt="all", store=str(tmp_path / "e.h5")
+        assets,
+        num_train=16,
+        num_test=4,
+        engine=EngineOptions(fisher="empirical"),
+        corrupt="all",
+        store=str(tmp_path / "e.h5"),
     )
     run_pipeline(config)
     analysis = prepare(config)

@@ -21,11 +21,11 @@ import numpy as np
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
-from influence.config import RunConfig
 from influence.pipeline import run_pipeline
+from job.config import RunConfig
+from job.stages import STAGES
 from store.errors import StoreError
 from store.reader import StoreReader
-from store.schema import STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_BATCHES = 6
@@ -34,9 +34,9 @@ ROUNDING = 1e-5  # float32 rounding, a few units in the last place
 
 KILL_AT_EVENT = """
 import json, os, signal, sys
-from influence.config import RunConfig
+from job.config import RunConfig
 from influence.pipeline import run_pipeline
-config = RunConfig(**json.loads(sys.argv[1])).validate()
+config = RunConfig.from_dict(json.loads(sys.argv[1])).validate()
 stage, done = sys.argv[2], int(sys.argv[3])
 
 def progress(event):
@@ -135,7 +135,7 @@ def test_random_kills_of_the_command_line_and_a_reader_watching(setup, tmp_path)
     args = [
         sys.executable,
         "-m",
-        "influence.cli",
+        "job.cli",
         "--export",
         str(out),
         "--model",

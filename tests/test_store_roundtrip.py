@@ -17,6 +17,7 @@ from test_store_support import (
     small_layout,
 )
 
+from job.stages import STAGES
 from store import (
     LayerInfo,
     StoreDamaged,
@@ -30,7 +31,7 @@ from store import (
     stage_key,
 )
 from store.layout import first_difference
-from store.schema import COMPLETED_PATH, FACTOR_NAMES, STAGES, factor_shape, score_path
+from store.schema import COMPLETED_PATH, FACTOR_NAMES, factor_shape, score_path
 from store.writer import INTERRUPTED_MESSAGE
 
 

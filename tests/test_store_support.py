@@ -14,15 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from job.stages import FACTOR_STAGES
 from store import StoreWriter
 from store.layout import LayerInfo, StoreLayout
-from store.schema import (
-    FACTOR_STAGES,
-    STAGE_FACTORS,
-    factor_shape,
-    parse_stage_key,
-    stage_key,
-)
+from store.schema import STAGE_FACTORS, factor_shape, parse_stage_key, stage_key
 from store.synthetic import synthetic_layout
 
 REPO = Path(__file__).resolve().parents[1]

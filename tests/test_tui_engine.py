@@ -9,7 +9,7 @@ import time
 import numpy as np
 from tui_fixtures import FakeEngine, deterministic_store, engine_config, settle, text_of
 
-from influence.errors import UserError
+from job.errors import UserError
 from store.writer import StoreWriter
 from tui.app import InfluenceApp
 from tui.engine import CANCELLED, FAILED, FINISHED

@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from influence.config import RunConfig
-from influence.errors import UserError
-from influence.progress import Cancelled, ProgressEvent
+from job.config import RunConfig
+from job.errors import UserError
+from job.progress import Cancelled, ProgressEvent
 from store.errors import StoreDamaged
 from tui import format as fmt
 from tui import palette

@@ -22,9 +22,9 @@ import numpy as np
 from rich.console import Console
 
 import store.stages
-from influence.config import RunConfig
-from influence.progress import Cancelled, ProgressEvent
-from store.schema import FACTOR_STAGES, STATUS_CANCELLED, STATUS_DONE, STATUS_RUNNING
+from job.config import RunConfig
+from job.progress import Cancelled, ProgressEvent
+from job.stages import FACTOR_STAGES, STATUS_CANCELLED, STATUS_DONE, STATUS_RUNNING
 from store.synthetic import make_synthetic_store, synthetic_layout
 from store.writer import StoreWriter
 

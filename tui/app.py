@@ -22,7 +22,7 @@ from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
 
-from influence.config import RunConfig
+from job.config import RunConfig
 from store.analysis import INFLUENCE, RELATIVE, SCORES, RegularizationReport, regularization_report
 from store.errors import StoreError, StoreNotFound
 from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED

@@ -18,10 +18,10 @@ from typing import Callable, Hashable, TypeVar
 
 import numpy as np
 
+from job.stages import STATUS_DONE
 from store.analysis import RELATIVE, relative_influence
 from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
-from store.schema import STATUS_DONE
 from store.stages import StageRecord
 
 ROW_CACHE_SIZE = 48

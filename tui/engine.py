@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
-from influence.config import RunConfig
-from influence.errors import UserError
-from influence.progress import Cancelled, ProgressCallback, ProgressEvent
+from job.config import RunConfig
+from job.errors import UserError
+from job.progress import Cancelled, ProgressCallback, ProgressEvent
 from store.errors import StoreDamaged, StoreError, StoreMismatch, StoreVersionError
 
 EngineRunner = Callable[[RunConfig, ProgressCallback, threading.Event], Path]

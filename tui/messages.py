@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from influence.progress import ProgressEvent
+from job.progress import ProgressEvent
 from tui.engine import EngineOutcome
 
 

@@ -21,8 +21,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from influence.config import cache_root
-from influence.progress import ProgressCallback, ProgressEvent, check_cancel, report
+from job.config import cache_root
+from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
 
 STAGE_TRAINING = "training"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

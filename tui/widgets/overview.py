@@ -10,7 +10,8 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from store.schema import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
+from job.options import engine_settings
+from job.stages import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
 from store.stages import StageRecord
 from tui import format as fmt
 from tui.data import StoreData
@@ -107,14 +108,10 @@ class OverviewView(StateView):
                 overflow="ellipsis",
             ),
         )
-        mode = (
-            str(config.get("mode") or config.get("method") or "?")
-            .upper()
-            .replace("EKFAC", "EK-FAC")
-            .replace("KFAC", "K-FAC")
-        )
+        engine = engine_settings(config)
+        mode = str(engine.get("mode", "?")).upper().replace("EKFAC", "EK-FAC").replace("KFAC", "K-FAC")
         grid.add_row(
-            "Curvature", Text(f"{mode}, {config.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data)
+            "Curvature", Text(f"{mode}, {engine.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data)
         )
         metrics = data.reader.metrics()
         if metrics:

@@ -6,4 +6,5 @@ EXIT_USAGE = 2
 
 
 class UserError(Exception):
-    """Bad input (a path, an option, a dataset's columns…): its message is shown as it is."""
+    """Bad input (a path, an option, a dataset's columns, a store that cannot be used…): its
+    message is shown as it is. ``store.errors.StoreError`` is one."""

@@ -12,18 +12,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from influence.config import (
-    AUTOCAST_CHOICES,
-    DEFAULT_REGULARIZATION,
-    DEFAULT_SWEEP,
-    EIGEN_PRECISION_CHOICES,
-    FISHER_CHOICES,
-    MODE_CHOICES,
-    PRESETS,
-    RunConfig,
-)
-from influence.errors import EXIT_USAGE, UserError
-from store.errors import StoreError
+from job.config import DEFAULT_REGULARIZATION, DEFAULT_SWEEP, PRESETS, RunConfig
+from job.errors import EXIT_USAGE, UserError
+from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, EngineOptions
 
 PROG = "influence-explorer"
 STORE_SUFFIXES = (".h5", ".hdf5")
@@ -82,14 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument(
         "--layers", type=_name_list, metavar="NAMES", help="comma-separated module names or glob patterns"
     )
-    engine.add_argument("--fisher", choices=FISHER_CHOICES)
-    engine.add_argument("--mode", choices=MODE_CHOICES)
+    engine.add_argument("--fisher", choices=FISHER_KINDS)
+    engine.add_argument("--mode", choices=MODES)
     engine.add_argument(
-        "--autocast", choices=AUTOCAST_CHOICES, help="forward passes in bf16 (factors and scores stay float32)"
+        "--autocast", choices=AUTOCAST_DTYPES, help="forward passes in bf16 (factors and scores stay float32)"
     )
     engine.add_argument(
         "--eigen-precision",
-        choices=EIGEN_PRECISION_CHOICES,
+        choices=EIGEN_PRECISIONS,
         help="float32: faster eigendecompositions, each checked and redone in float64 when not accurate",
     )
     engine.add_argument("--regularization", type=float, metavar="λ", help=f"default {DEFAULT_REGULARIZATION:g}")
@@ -125,10 +116,6 @@ CONFIG_OPTIONS = (
     "batch_size",
     "trust_remote_code",
     "layers",
-    "fisher",
-    "mode",
-    "autocast",
-    "eigen_precision",
     "regularization",
     "sweep",
     "store",
@@ -136,6 +123,7 @@ CONFIG_OPTIONS = (
     "checkpoint_seconds",
     "export",
 )
+ENGINE_OPTIONS = ("fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
@@ -145,6 +133,9 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         values.update(PRESETS[args.preset])
         values["preset"] = args.preset
     values.update({name: getattr(args, name) for name in CONFIG_OPTIONS if getattr(args, name) is not None})
+    values["engine"] = EngineOptions(
+        **{name: getattr(args, name) for name in ENGINE_OPTIONS if getattr(args, name) is not None}
+    )
     if args.corrupt is not None:
         values["corrupt"] = None if args.corrupt.lower() == "none" else args.corrupt.lower()
     return RunConfig(**values).validate()
@@ -172,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             _export(config, args.top_k)
         else:
             _open_ui(None, config)
-    except (UserError, StoreError) as error:
+    except UserError as error:  # store errors included: one line, no traceback
         fail(str(error))
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the store can be resumed by running the same command", file=sys.stderr)

@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from influence.errors import UserError
+from job.errors import UserError
+from job.options import EngineOptions
 
 DEMO = "demo"
 DEFAULT_STORE_NAME = "influence.h5"
 CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests point it at a temporary one)
-FISHER_CHOICES = ("exact", "sampled", "empirical")
-MODE_CHOICES = ("ekfac", "kfac")
-AUTOCAST_CHOICES = ("bf16",)
-EIGEN_PRECISION_CHOICES = ("float64", "float32")
 DEFAULT_REGULARIZATION = 1e-5
 DEFAULT_SWEEP = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 SCORE_BLOCK_TARGET = 64  # train examples per scores write (rounded to whole batches)
@@ -36,7 +33,11 @@ RUNTIME_FIELDS = ("store", "device", "checkpoint_seconds", "preset", "export")
 
 @dataclass
 class RunConfig:
-    """One analysis: which model, which data, which curvature, which regularization values."""
+    """One analysis: which model, which data, which curvature (``engine``), which regularization values.
+
+    ``seed`` seeds everything random in a run: the subsets, the corruption, the demo model
+    and the sampled Fisher's labels.
+    """
 
     model: str = DEMO
     dataset: str = DEMO
@@ -50,10 +51,7 @@ class RunConfig:
     max_length: int = 128
     batch_size: int = 8
     layers: Optional[list[str]] = None
-    fisher: str = "exact"
-    mode: str = "ekfac"
-    autocast: Optional[str] = None
-    eigen_precision: str = "float64"
+    engine: EngineOptions = field(default_factory=EngineOptions)
     regularization: float = DEFAULT_REGULARIZATION
     sweep: list[float] = field(default_factory=lambda: list(DEFAULT_SWEEP))
     corrupt: Optional[str] = "all"
@@ -87,7 +85,7 @@ class RunConfig:
     @property
     def factor_variants(self) -> list[str]:
         """Labels enter the factors only through the empirical Fisher, so only then is a refit needed."""
-        return self.variants if self.fisher == "empirical" else ["clean"]
+        return self.variants if self.engine.fisher == "empirical" else ["clean"]
 
     @property
     def score_block(self) -> int:
@@ -110,9 +108,10 @@ class RunConfig:
 
     def analysis_settings(self) -> dict[str, Any]:
         """The fields that determine the numbers, as stored and compared on reuse."""
-        data = dataclasses.asdict(self)
+        data = self.to_dict()
         for name in RUNTIME_FIELDS:
             data.pop(name)
+        data["engine"] = self.engine.analysis_settings()
         return data
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,7 +120,10 @@ class RunConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("engine"), dict):
+            values["engine"] = EngineOptions.from_dict(values["engine"])
+        return cls(**values)
 
     # ------------------------------------------------------- validation
     def validate(self) -> "RunConfig":
@@ -134,16 +136,6 @@ class RunConfig:
             raise UserError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.max_length < 2:
             raise UserError(f"--max-length must be at least 2 (got {self.max_length})")
-        if self.fisher not in FISHER_CHOICES:
-            raise UserError(f"--fisher must be one of {', '.join(FISHER_CHOICES)} (got {self.fisher!r})")
-        if self.mode not in MODE_CHOICES:
-            raise UserError(f"--mode must be one of {', '.join(MODE_CHOICES)} (got {self.mode!r})")
-        if self.autocast is not None and self.autocast not in AUTOCAST_CHOICES:
-            raise UserError(f"--autocast must be one of {', '.join(AUTOCAST_CHOICES)} (got {self.autocast!r})")
-        if self.eigen_precision not in EIGEN_PRECISION_CHOICES:
-            raise UserError(
-                f"--eigen-precision must be one of {', '.join(EIGEN_PRECISION_CHOICES)} (got {self.eigen_precision!r})"
-            )
         check_regularization(self.regularization, "--regularization")
         if not self.sweep:
             raise UserError("--sweep needs at least one value")
