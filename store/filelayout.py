@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
@@ -92,7 +92,7 @@ def write_new_store(file: h5py.File, layout: StoreLayout) -> None:
     attrs = file.attrs
     attrs[ATTR_FORMAT_NAME] = FORMAT_NAME
     attrs[ATTR_FORMAT_VERSION] = FORMAT_VERSION
-    attrs[ATTR_CREATED] = datetime.now(UTC).isoformat(timespec="seconds")
+    attrs[ATTR_CREATED] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     attrs[ATTR_CONFIG] = json.dumps(layout.config, sort_keys=True)
     attrs[ATTR_LIBRARY_VERSIONS] = json.dumps(layout.library_versions, sort_keys=True)
     attrs[ATTR_MODEL_FINGERPRINT] = layout.model_fingerprint

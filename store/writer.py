@@ -302,7 +302,7 @@ class StoreWriter:
             file.flush()
 
     def read_factor(self, variant: str, layer_index: int, name: str) -> np.ndarray:
-        """A factor as written (partial sums included): what a resumed run continues from."""
+        """A factor as written: what a resumed run continues from (a stage's final values only)."""
         self._check_factor_target(variant, layer_index, name)
         with _translated(self.path, f"read factor {name} of layer {layer_index}"):
             return self._open_file()[factor_path(variant, layer_index, name)][()]

@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -96,6 +97,36 @@ def test_store_scores_equal_the_engine_called_directly(assets, tmp_path):
     with StoreReader(config.store_path()) as reader:
         stored = reader.influence_matrix("clean", reader.main_regularization_index)
     np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
+
+
+def test_the_stored_factors_read_with_h5py_alone_are_the_engines(assets, tmp_path):
+    """What docs/store-format.md promises a user with h5py: A and S as means over real tokens,
+    the eigenbases and the corrected eigenvalues of the same fit, and the counts behind them."""
+    config = small_config(assets, num_train=16, num_test=4, store=str(tmp_path / "s.h5"), corrupt=None)
+    run_pipeline(config)
+    analysis = prepare(config)
+    engine = EkfacInfluence(analysis.loaded.model, keep_covariance=True).fit(analysis.train_batches)
+    with h5py.File(config.store_path(), "r") as file:
+        names = [name.decode() if isinstance(name, bytes) else name for name in file["/layers/name"][()]]
+        assert names == engine.layer_names
+        for index, name in enumerate(names):
+            factors, group = engine.factors[name], file[f"/factors/clean/{index}"]
+            sums = factors.covariance
+            tokens, examples = file["/factors/clean/counts"][index]
+            assert (tokens, examples) == (sums.tokens, sums.examples)
+            for dataset, expected in (
+                ("activation_covariance", sums.activation / sums.tokens),
+                ("gradient_covariance", sums.gradient / sums.tokens),
+                ("activation_eigenvalues", factors.eigen.activation_values),
+                ("gradient_eigenvalues", factors.eigen.gradient_values),
+                ("corrected_eigenvalues", factors.eigenvalues),
+            ):
+                np.testing.assert_allclose(group[dataset][()], expected.numpy(), rtol=1e-5, atol=1e-9, err_msg=dataset)
+            for dataset, matrix in (("activation_eigenvectors", "activation"), ("gradient_eigenvectors", "gradient")):
+                stored = group[dataset][()]  # eigenvectors up to sign and rotation within an eigenspace: diagonalise
+                mean = getattr(sums, matrix).numpy() / sums.tokens
+                rotated = stored.T @ mean @ stored
+                np.testing.assert_allclose(rotated, np.diag(np.diag(rotated)), atol=1e-6 * np.abs(mean).max())
 
 
 @pytest.mark.parametrize("source", ["disk", "parquet", "jsonl", "single-csv"])
