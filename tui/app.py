@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.reactive import var
 from textual.screen import Screen
 from textual.timer import Timer
+from textual.worker import Worker
 
 from job.config import RunConfig
 from store.analysis import INFLUENCE, RELATIVE, SCORES, RegularizationReport, regularization_report
@@ -39,7 +40,7 @@ from tui.engine import (
     default_runner,
     run_engine,
 )
-from tui.messages import EngineProgress, EngineStopped, PairRequested
+from tui.messages import EngineProgress, EngineStopped, PairRequested, WorkerFailed
 from tui.screens.error import DetailsScreen, StoreErrorScreen
 from tui.screens.help import HelpScreen, HelpSection
 from tui.screens.main import TABS, MainScreen
@@ -48,9 +49,12 @@ from tui.sorting import SortState
 from tui.widgets.heatmap_view import HeatmapCanvas
 from tui.widgets.tests_view import TestsView
 from tui.widgets.virtual_table import VirtualTable
+from tui.workers import failure_of
 
 REFRESH_SECONDS = 0.5  # store polling while it is being written
-ENGINE_GROUP = "engine"
+ENGINE_GROUP, REPORT_GROUP, EXPORT_GROUP = "engine", "report", "export"
+WORKER_TITLES = {ENGINE_GROUP: "Engine failed", REPORT_GROUP: "λ sweep failed", EXPORT_GROUP: "Export failed"}
+FAILURE_NOTICE_SECONDS = 30
 IDLE, RUNNING, CANCELLING = "idle", "running", "cancelling"
 
 
@@ -126,9 +130,11 @@ class InfluenceApp(App[None]):
         self.engine_runner: EngineRunner = engine_runner or default_runner
         self.live = LiveProgress()
         self.last_outcome: EngineOutcome | None = None
+        self.last_failure: WorkerFailed | None = None  # what the d key details
         self.reports: dict[str, RegularizationReport] = {}  # by variant; possibly older than the newest scores
         self._report_versions: dict[str, int] = {}  # the content_version each report was computed at
-        self._report_running = False
+        self._report_running: tuple[str, int] | None = None  # (variant, content_version) being computed
+        self._report_failures: dict[str, int] = {}  # the content_version at which a variant's report failed
         self._cancel = threading.Event()
         self._throttle: ProgressThrottle | None = None
         self._poller: Timer | None = None
@@ -225,7 +231,7 @@ class InfluenceApp(App[None]):
         self.engine_state = RUNNING
         self.stages_version += 1
         job = partial(self._engine_job, self.config, self.engine_runner, self._throttle, self._cancel)
-        self.run_worker(job, thread=True, exclusive=True, group=ENGINE_GROUP, name="engine")
+        self.run_worker(job, thread=True, exclusive=True, group=ENGINE_GROUP, name="engine", exit_on_error=False)
         self._poll_while_incomplete()
 
     def _engine_job(
@@ -264,9 +270,37 @@ class InfluenceApp(App[None]):
         elif outcome.status == CANCELLED:
             self.notify("Cancelled; press r to resume from where it stopped.", title="Engine")
         elif outcome.status == FAILED:
-            self.notify(
-                f"{outcome.summary}\nPress d for the details.", title="Engine failed", severity="error", timeout=30
-            )
+            self.show_failure(WorkerFailed(WORKER_TITLES[ENGINE_GROUP], outcome.summary, outcome.details))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker of the app's failed: undo what it was doing, then say so (the app carries on)."""
+        failure = failure_of(event, WORKER_TITLES.get(event.worker.group, "Background work failed"))
+        if failure is None:
+            return
+        if event.worker.group == REPORT_GROUP and self._report_running is not None:
+            variant, version = self._report_running
+            self._report_running = None
+            self._report_failures[variant] = version  # not again until the scores change or it is asked for
+            self.reports_version += 1
+        elif event.worker.group == ENGINE_GROUP:  # the job itself broke (run_engine turns engine errors into outcomes)
+            self.engine_state = IDLE
+            self.last_outcome = EngineOutcome(FAILED, summary=failure.summary, details=failure.details)
+            self.stages_version += 1  # the overview's problem line
+            self._stop_polling()
+        self.show_failure(failure)
+
+    def on_worker_failed(self, message: WorkerFailed) -> None:
+        """A view's worker failed (it has undone its own state)."""
+        self.show_failure(message)
+
+    def show_failure(self, failure: WorkerFailed) -> None:
+        self.last_failure = failure
+        self.notify(
+            f"{failure.summary}\nPress d for the details.",
+            title=failure.title,
+            severity="error",
+            timeout=FAILURE_NOTICE_SECONDS,
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """The engine keys only when they can act: cancel while it runs, resume while there is work left."""
@@ -291,11 +325,12 @@ class InfluenceApp(App[None]):
         self.start_engine()
 
     def action_error_details(self) -> None:
-        problem = self.last_outcome.details if self.last_outcome and self.last_outcome.status == FAILED else None
-        if problem is None and self.store_problem is None:
+        """The last failure's full story (the engine's, a worker's), else why no store is open."""
+        details = self.last_failure.details if self.last_failure is not None else self.store_problem
+        if details is None:
             self.notify("No error to show.")
             return
-        self.push_screen(DetailsScreen(problem or self.store_problem or ""))
+        self.push_screen(DetailsScreen(details))
 
     async def action_quit(self) -> None:
         """Cancel the engine first so that the store is left resumable; a second q quits at once."""
@@ -388,26 +423,26 @@ class InfluenceApp(App[None]):
         One at a time: a thread cannot be interrupted, so while the engine adds scores the
         report is redone when the previous one is finished, not on every new block.
         """
-        if self.data is None or self._report_running or self.report_is_current(variant):
+        if self.data is None or self._report_running or self.report_is_current(variant) or self.report_failed(variant):
             return
-        self._report_running = True
+        self._report_running = (variant, self.content_version)
         self._compute_report(self.data, variant, self.content_version)
 
-    @work(thread=True, group="report")
+    @work(thread=True, group=REPORT_GROUP, exit_on_error=False)
     def _compute_report(self, data: StoreData, variant: str, version: int) -> None:
-        try:
-            report = regularization_report(data.reader, variant)
-        except StoreError as error:
-            self.call_from_thread(self._report_failed, str(error))
-            return
+        report = regularization_report(data.reader, variant)
         self.call_from_thread(self._report_ready, report, version)
 
-    def _report_failed(self, message: str) -> None:
-        self._report_running = False
-        self.notify(message, title="λ sweep", severity="error")
+    def report_failed(self, variant: str) -> bool:
+        """Whether ``variant``'s report failed on the scores the store holds now (d details it)."""
+        return self._report_failures.get(variant) == self.content_version
+
+    def retry_report(self, variant: str) -> None:
+        self._report_failures.pop(variant, None)
+        self.request_report(variant)
 
     def _report_ready(self, report: RegularizationReport, version: int) -> None:
-        self._report_running = False
+        self._report_running = None
         self.reports[report.variant] = report
         self._report_versions[report.variant] = version
         self.reports_version += 1
@@ -418,15 +453,11 @@ class InfluenceApp(App[None]):
         table = self.screen.current_table() if isinstance(self.screen, (MainScreen, PairScreen)) else None
         self._export(data, table)
 
-    @work(thread=True, exclusive=True, group="export")
+    @work(thread=True, exclusive=True, group=EXPORT_GROUP, exit_on_error=False)
     def _export(self, data: StoreData, table: export.ViewTable | None) -> None:
         folder = export.default_folder(data.path)
         self.call_from_thread(self.notify, f"Writing tables to {folder}…", title="Export")
-        try:
-            paths = export.export_all(data.reader, folder, table)
-        except (OSError, StoreError) as error:
-            self.call_from_thread(self.notify, str(error), title="Export failed", severity="error")
-            return
+        paths = export.export_all(data.reader, folder, table)
         listing = "\n".join(str(path) for path in paths)
         self.call_from_thread(self.notify, listing, title=f"Exported {len(paths)} files", timeout=15)
 

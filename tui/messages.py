@@ -34,3 +34,12 @@ class PairRequested(Message):
 
     test_index: int
     train_index: int
+
+
+@dataclass
+class WorkerFailed(Message):
+    """A thread worker failed (the λ report, the heatmap's pooling, an export): shown, never fatal."""
+
+    title: str
+    summary: str  # one line, for the notification
+    details: str  # the full story (a traceback for a bug), for the details screen

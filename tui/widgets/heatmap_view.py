@@ -23,9 +23,9 @@ from textual.reactive import reactive
 from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import Static
+from textual.worker import Worker
 
 from store.analysis import RELATIVE, relative_influence, relative_scale
-from store.errors import StoreError
 from tui import format as fmt
 from tui import palette
 from tui.data import StoreData
@@ -33,6 +33,7 @@ from tui.export import ViewTable
 from tui.messages import PairRequested
 from tui.pooling import Extreme, PooledMatrix, pool_matrix
 from tui.widgets.base import StateView
+from tui.workers import failure_of
 
 LABEL_WIDTH = 7  # test index labels left of the grid
 CELL_WIDTH = 2
@@ -40,6 +41,7 @@ AXIS_LINES = 1
 MAX_MARK, MIN_MARK = "▲", "▼"
 INVALID_MARK = "!"
 CURSOR_STYLE = Style(reverse=True, bold=True)
+POOLING_GROUP = "heatmap"
 BLANK = Style()  # every segment carries a style: Textual's NO_COLOR filter expects one
 
 
@@ -278,37 +280,43 @@ class HeatmapView(StateView):
         if self.is_shown and self.data is not None:
             self.update_view()
 
-    @work(thread=True, group="heatmap")
+    @work(thread=True, group=POOLING_GROUP, exit_on_error=False)
     def _pool(self, data: StoreData, request: tuple) -> None:
         variant, reg_index, _, kind, rows, cols = request
-        try:
-            scored = data.scored
-            if kind == RELATIVE:
-                train_self = data.reader.self_influence(variant, reg_index, "train")
-                scored = scored & np.isfinite(relative_scale(train_self))  # no relative score: blank, not NaN!
+        scored = data.scored
+        if kind == RELATIVE:
+            train_self = data.reader.self_influence(variant, reg_index, "train")
+            scored = scored & np.isfinite(relative_scale(train_self))  # no relative score: blank, not NaN!
 
-                def read(tests: slice) -> np.ndarray:
-                    return relative_influence(data.reader.influence_matrix(variant, reg_index, tests=tests), train_self)
-            else:
+            def read(tests: slice) -> np.ndarray:
+                return relative_influence(data.reader.influence_matrix(variant, reg_index, tests=tests), train_self)
+        else:
 
-                def read(tests: slice) -> np.ndarray:
-                    return data.reader.influence_matrix(variant, reg_index, tests=tests)
+            def read(tests: slice) -> np.ndarray:
+                return data.reader.influence_matrix(variant, reg_index, tests=tests)
 
-            pooled = pool_matrix(read, data.n_test, data.n_train, scored, rows, cols)
-        except StoreError as error:
-            self.app.call_from_thread(self._pooled_ready, request, None)
-            self.app.call_from_thread(self.notify, str(error), title="Heatmap", severity="error")
-            return
+        pooled = pool_matrix(read, data.n_test, data.n_train, scored, rows, cols)
         self.app.call_from_thread(self._pooled_ready, request, pooled)
 
-    def _pooled_ready(self, request: tuple, pooled: PooledMatrix | None) -> None:
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """The pooling failed: nothing is pooling now, and the next change of state tries again."""
+        failure = failure_of(event, "Heatmap failed")
+        if failure is None:
+            return
+        self._pool_running = self._pool_wanted = None
+        self.query_one("#heatmap-title", Static).update(
+            Text("The heatmap could not be drawn (d: details).", style="bold red"), layout=False
+        )
+        self.post_message(failure)
+
+    def _pooled_ready(self, request: tuple, pooled: PooledMatrix) -> None:
         self._pool_running = None
         data, app = self.data, self.explorer
         if request != self._pool_wanted:  # the state moved on meanwhile: pool what is wanted now
             if self._pool_wanted is not None and data is not None:
                 self._start_pooling(data, self._pool_wanted)
             return
-        if pooled is None or data is None:
+        if data is None:
             return
         test_block = int(pooled.row_edges[1] - pooled.row_edges[0])
         train_block = int(pooled.col_edges[1] - pooled.col_edges[0])

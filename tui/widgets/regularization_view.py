@@ -60,7 +60,11 @@ class RegularizationView(StateView):
         report = app.reports.get(app.variant)
         steps.update(self._steps(data, report))
         app.request_report(app.variant)
-        if report is None:
+        if report is None and app.report_failed(app.variant):
+            report_widget.update(
+                Text("The correlations could not be computed (d: details); open this tab again to retry.", style="red")
+            )
+        elif report is None:
             report_widget.update(
                 Text(
                     "Computing the correlations between neighbouring λ (reads every layer's scores at every λ)…",
@@ -69,6 +73,13 @@ class RegularizationView(StateView):
             )
         else:
             report_widget.update(self._report(report, stale=not app.report_is_current(app.variant)))
+
+    def on_show(self) -> None:
+        """Coming back to a report that failed asks for it again."""
+        if self.explorer.report_failed(self.explorer.variant):
+            self.explorer.retry_report(self.explorer.variant)
+            self._stale = True
+        super().on_show()
 
     def _steps(self, data: StoreData, report: RegularizationReport | None) -> Text:
         app = self.explorer
