@@ -24,6 +24,7 @@ from tui_fixtures import (
 
 from store.reader import StoreReader
 from store.writer import StoreWriter
+from tui import format as fmt
 from tui.app import InfluenceApp
 from tui.screens.error import DetailsScreen, StoreErrorScreen
 from tui.screens.help import HelpScreen
@@ -173,8 +174,9 @@ def test_selecting_a_training_review_shows_both_texts_score_layer_split_and_rank
             assert app.train_index == train
             summary = text_of(app.screen.query_one("#pair-summary"))
             assert f"{row[train]:+.4g}" in summary and f"rank 2 of {N_TRAIN}" in summary
-            for layer in reader.layers:
-                assert layer.name in summary
+            for label in fmt.short_names([layer.name for layer in reader.layers]):
+                assert label in summary
+            assert "Layer names without “transformer.”" in summary
             assert "= total ✓" in summary
             assert reader.examples("train").text[train] in text_of(app.screen.query_one("#pair-train-text"))
             assert reader.examples("test").text[0] in text_of(app.screen.query_one("#pair-test-text"))

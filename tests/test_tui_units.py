@@ -14,7 +14,6 @@ from store.errors import StoreDamaged
 from tui import format as fmt
 from tui import palette
 from tui.cells import kind_cell, relative_cell
-from tui.charts import short_names
 from tui.data import Row
 from tui.engine import CANCELLED, FAILED, FINISHED, LiveProgress, ProgressThrottle, run_engine
 from tui.export import ViewTable, csv_value, default_folder, write_view_table
@@ -228,7 +227,17 @@ def test_layer_sum_check_allows_float32_rounding_only() -> None:
     assert not sum_matches(layers, 2.6) and not sum_matches(layers, float("nan"))
 
 
-def test_short_layer_names_drop_the_shared_prefix() -> None:
+def test_short_layer_names_keep_what_tells_them_apart() -> None:
+    distilbert = [f"distilbert.transformer.layer.{i}.ffn.lin{j}" for i in (0, 1) for j in (1, 2)]
+    short = fmt.short_names([*distilbert, "pre_classifier", "classifier"])
+    assert short == [f"layer.{i}.ffn.lin{j}" for i in (0, 1) for j in (1, 2)] + ["pre_classifier", "classifier"]
+    assert fmt.names_note([*distilbert, "classifier"]) == "layer names without “distilbert.transformer.”"
     names = ["transformer.layer.0.ffn.lin1", "transformer.layer.1.ffn.lin1", "transformer.classifier"]
-    assert short_names(names) == ["layer.0.ffn.lin1", "layer.1.ffn.lin1", "classifier"]
-    assert short_names(["a.b", "a.b2"]) == ["b", "b2"] and short_names(["solo"]) == ["solo"]
+    assert fmt.short_names(names) == ["layer.0.ffn.lin1", "layer.1.ffn.lin1", "classifier"]
+    # One block: its number stays; a name alone in its group stays whole.
+    gpt2 = ["transformer.h.0.mlp.c_fc", "transformer.h.0.mlp.c_proj", "score"]
+    assert fmt.short_names(gpt2) == ["h.0.mlp.c_fc", "h.0.mlp.c_proj", "score"]
+    assert fmt.short_names(["a.b", "a.b2"]) == ["b", "b2"] and fmt.short_names(["solo"]) == ["solo"]
+    # Cutting would make two names equal: the full names.
+    assert fmt.short_names(["x.classifier", "x.head", "classifier"]) == ["x.classifier", "x.head", "classifier"]
+    assert fmt.names_note(["x.classifier", "x.head", "classifier"]) == ""

@@ -15,6 +15,7 @@ import pytest
 from tui_fixtures import FakeEngine, deterministic_store, engine_config, heavy_work_done, settle, text_of
 
 import tui.app
+import tui.export
 import tui.widgets.heatmap_view
 from tui.app import IDLE, InfluenceApp
 from tui.engine import FAILED
@@ -96,8 +97,8 @@ def test_a_failing_pooling_leaves_the_heatmap_able_to_try_again(store_path, monk
 
 
 def test_a_failing_export_is_reported_and_the_next_one_works(store_path, monkeypatch) -> None:
-    fault = Fault(tui.app.export.export_all)
-    monkeypatch.setattr(tui.app.export, "export_all", fault)
+    fault = Fault(tui.export.export_all)
+    monkeypatch.setattr(tui.export, "export_all", fault)
 
     async def test():
         app = InfluenceApp(store=store_path)

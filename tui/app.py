@@ -13,7 +13,7 @@ import gc
 import threading
 from functools import partial
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -27,7 +27,6 @@ from job.config import RunConfig
 from store.analysis import INFLUENCE, RELATIVE, SCORES, RegularizationReport, regularization_report
 from store.errors import StoreError, StoreNotFound
 from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED
-from tui import export
 from tui.data import NO_PAIR, StoreData
 from tui.engine import (
     CANCELLED,
@@ -41,15 +40,14 @@ from tui.engine import (
     run_engine,
 )
 from tui.messages import EngineProgress, EngineStopped, PairRequested, WorkerFailed
-from tui.screens.error import DetailsScreen, StoreErrorScreen
-from tui.screens.help import HelpScreen, HelpSection
 from tui.screens.main import TABS, MainScreen
 from tui.screens.pair import PairScreen
 from tui.sorting import SortState
-from tui.widgets.heatmap_view import HeatmapCanvas
-from tui.widgets.tests_view import TestsView
-from tui.widgets.virtual_table import VirtualTable
 from tui.workers import failure_of
+
+if TYPE_CHECKING:
+    from tui.export import ViewTable
+    from tui.screens.help import HelpSection
 
 REFRESH_SECONDS = 0.5  # store polling while it is being written
 ENGINE_GROUP, REPORT_GROUP, EXPORT_GROUP = "engine", "report", "export"
@@ -165,6 +163,8 @@ class InfluenceApp(App[None]):
         except StoreError as error:
             self.store_problem = str(error)
             if fatal:
+                from tui.screens.error import StoreErrorScreen  # only when a store cannot be opened
+
                 self.push_screen(StoreErrorScreen(str(error)))
             elif not isinstance(error, StoreNotFound):
                 self.notify(str(error), title="Cannot open the store", severity="error")
@@ -330,6 +330,8 @@ class InfluenceApp(App[None]):
         if details is None:
             self.notify("No error to show.")
             return
+        from tui.screens.error import DetailsScreen  # not needed for the first screen
+
         self.push_screen(DetailsScreen(details))
 
     async def action_quit(self) -> None:
@@ -393,6 +395,10 @@ class InfluenceApp(App[None]):
     # ------------------------------------------------------------ screens
     def help_sections(self) -> list[HelpSection]:
         """Where each binding applies, for the help screen."""
+        from tui.widgets.heatmap_view import HeatmapCanvas
+        from tui.widgets.tests_view import TestsView
+        from tui.widgets.virtual_table import VirtualTable
+
         palette = [Binding(self.COMMAND_PALETTE_BINDING, "command_palette", "command palette: every action by name")]
         return [
             ("Everywhere", [*self.BINDINGS, *palette]),
@@ -403,6 +409,8 @@ class InfluenceApp(App[None]):
         ]
 
     def action_help(self) -> None:
+        from tui.screens.help import HelpScreen  # the first screen does without it
+
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen(self.help_sections()))
 
@@ -454,7 +462,9 @@ class InfluenceApp(App[None]):
         self._export(data, table)
 
     @work(thread=True, exclusive=True, group=EXPORT_GROUP, exit_on_error=False)
-    def _export(self, data: StoreData, table: export.ViewTable | None) -> None:
+    def _export(self, data: StoreData, table: ViewTable | None) -> None:
+        from tui import export  # the first screen does without it
+
         folder = export.default_folder(data.path)
         self.call_from_thread(self.notify, f"Writing tables to {folder}…", title="Export")
         paths = export.export_all(data.reader, folder, table)

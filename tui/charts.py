@@ -45,23 +45,6 @@ def _finish(plt: ModuleType, no_color: bool) -> Text:
     return Text(plt.uncolorize(rendered)) if no_color else Text.from_ansi(rendered)
 
 
-def short_names(names: list[str]) -> list[str]:
-    """Layer names without the prefix they all share (``transformer.layer.0.ffn.lin1`` → ``0.ffn.lin1``)."""
-    if len(names) < 2:
-        return names
-    prefix = ".".join(_common_parts([name.split(".") for name in names]))
-    return [name[len(prefix) + 1 :] if prefix else name for name in names]
-
-
-def _common_parts(parts: list[list[str]]) -> list[str]:
-    common = []
-    for pieces in zip(*parts):
-        if len(set(pieces)) != 1:
-            break
-        common.append(pieces[0])
-    return common[: min(len(p) for p in parts) - 1]
-
-
 def pair_bars(names: list[str], values: np.ndarray, width: int, height: int, title: str, no_color: bool) -> Text:
     """One bar per layer, coloured by sign and labelled with its value, over a zero line."""
     plt = _start(width, height, title)
@@ -69,7 +52,7 @@ def pair_bars(names: list[str], values: np.ndarray, width: int, height: int, tit
     markers = [plt.marker("full", plt.pixel(foreground=colour)) for colour in colours]
     heights = [float(v) for v in values]
     labels = [f"{v:+.3g}" for v in heights]
-    plt.figure.draw(plt.figure.bar(short_names(names), heights, marker=markers, labeled=labels))
+    plt.figure.draw(plt.figure.bar(names, heights, marker=markers, labeled=labels))
     plt.figure.line(0)
     return _finish(plt, no_color)
 
@@ -106,6 +89,6 @@ def layer_strips(
             )
             signal.lines()
             figure.draw(signal)
-    figure.ruler("x").ticks(list(range(1, len(names) + 1)), short_names(names))
+    figure.ruler("x").ticks(list(range(1, len(names) + 1)), names)
     figure.ruler("x").lim(0.5, len(names) + 0.5)
     return _finish(plt, no_color)

@@ -23,6 +23,7 @@ from store.analysis import RELATIVE, relative_influence
 from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
 from store.stages import StageRecord
+from tui import format as fmt
 
 ROW_CACHE_SIZE = 48
 NO_PAIR = -1  # no training review selected: views fall back to the top of the ranking
@@ -133,6 +134,16 @@ class StoreData:
     @property
     def layers(self) -> list[LayerInfo]:
         return self.reader.layers
+
+    @cached_property
+    def layer_labels(self) -> list[str]:
+        """The layers' names as the views show them: the part that tells them apart (``fmt.short_names``)."""
+        return fmt.short_names([layer.name for layer in self.layers])
+
+    @cached_property
+    def layer_note(self) -> str:
+        """What the labels leave out, for a view's detail line ("layer names without distilbert.transformer.")."""
+        return fmt.names_note([layer.name for layer in self.layers])
 
     @property
     def variants(self) -> list[str]:

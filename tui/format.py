@@ -74,3 +74,52 @@ def parameters(value: int) -> str:
 def one_line(text: str) -> str:
     """Collapse whitespace so that a review fits one table row."""
     return " ".join(text.split())
+
+
+def short_names(names: list[str]) -> list[str]:
+    """Module names cut to the part that tells them apart, as the reference notebook's ``strip_layer_names``.
+
+    Names are grouped by their first part; a group of several drops the leading parts all of
+    its names share, but never the name of a block number, and never the last part:
+    ``distilbert.transformer.layer.0.ffn.lin1`` → ``layer.0.ffn.lin1``. A name alone in its
+    group (a head such as ``classifier``) stays whole. Should two results coincide, the full
+    names are returned.
+    """
+    parts = [name.split(".") for name in names]
+    groups: dict[str, list[int]] = {}
+    for index, pieces in enumerate(parts):
+        groups.setdefault(pieces[0], []).append(index)
+    result = list(names)
+    for members in groups.values():
+        dropped = _shared_prefix_length([parts[i] for i in members]) if len(members) > 1 else 0
+        for i in members:
+            result[i] = ".".join(parts[i][dropped:])
+    return result if len(set(result)) == len(result) else list(names)
+
+
+def dropped_prefixes(names: list[str]) -> list[str]:
+    """The prefixes :func:`short_names` took off (``distilbert.transformer.``), for a line that says so."""
+    prefixes = []
+    for full, short in zip(names, short_names(names)):
+        prefix = full[: len(full) - len(short)]
+        if prefix and prefix not in prefixes:
+            prefixes.append(prefix)
+    return prefixes
+
+
+def names_note(names: list[str]) -> str:
+    """``layer names without “distilbert.transformer.”`` (empty when nothing was cut)."""
+    prefixes = dropped_prefixes(names)
+    return f"layer names without {', '.join(f'“{prefix}”' for prefix in prefixes)}" if prefixes else ""
+
+
+def _shared_prefix_length(parts: list[list[str]]) -> int:
+    shared = 0
+    for pieces in zip(*parts):
+        if len(set(pieces)) != 1:
+            break
+        shared += 1
+    shared = min(shared, min(len(p) for p in parts) - 1)
+    # Never past a block number's own name: "layer.0", "h.3" (the number alone reads badly).
+    number = next((i for i, piece in enumerate(parts[0][: shared + 1]) if piece.isdigit()), None)
+    return shared if number is None else min(shared, max(number - 1, 0))

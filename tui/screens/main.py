@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING
+
 from textual.app import ComposeResult
-from textual.lazy import Lazy
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, TabbedContent, TabPane
 
-from tui.export import ViewTable
 from tui.widgets.base import StateView
-from tui.widgets.corruption_view import CorruptionView
-from tui.widgets.heatmap_view import HeatmapView
-from tui.widgets.layers_view import LayersView
 from tui.widgets.overview import OverviewView
-from tui.widgets.ranking_view import RankingView
-from tui.widgets.regularization_view import RegularizationView
 from tui.widgets.status_bar import StatusBar
-from tui.widgets.tests_view import TestsView
+
+if TYPE_CHECKING:
+    from tui.export import ViewTable
 
 # Tab id -> title, in order; the keys 1..7 follow this order.
 TABS = {
@@ -29,15 +28,37 @@ TABS = {
     "regularization": "λ sweep",
 }
 FIRST_TAB = "overview"
-VIEWS: dict[str, type[StateView]] = {
-    "overview": OverviewView,
-    "tests": TestsView,
-    "ranking": RankingView,
-    "heatmap": HeatmapView,
-    "layers": LayersView,
-    "corruption": CorruptionView,
-    "regularization": RegularizationView,
+# The other tabs' views: module and class, imported and mounted after the first frame, so that
+# the first screen waits for neither their imports nor their widgets.
+DEFERRED_VIEWS = {
+    "tests": ("tui.widgets.tests_view", "TestsView"),
+    "ranking": ("tui.widgets.ranking_view", "RankingView"),
+    "heatmap": ("tui.widgets.heatmap_view", "HeatmapView"),
+    "layers": ("tui.widgets.layers_view", "LayersView"),
+    "corruption": ("tui.widgets.corruption_view", "CorruptionView"),
+    "regularization": ("tui.widgets.regularization_view", "RegularizationView"),
 }
+
+
+def view_id(tab: str) -> str:
+    return f"{tab}-view"
+
+
+class DeferredView(Widget):
+    """Holds a tab's place until the first frame is drawn, then imports its view and mounts it instead."""
+
+    def __init__(self, tab: str) -> None:
+        super().__init__()
+        self.tab = tab
+
+    def on_mount(self) -> None:
+        self.call_after_refresh(self._replace)
+
+    async def _replace(self) -> None:
+        module, name = DEFERRED_VIEWS[self.tab]
+        view: StateView = getattr(importlib.import_module(module), name)(id=view_id(self.tab))
+        await self.parent.mount(view, after=self)
+        await self.remove()
 
 
 class MainScreen(Screen[None]):
@@ -48,14 +69,12 @@ class MainScreen(Screen[None]):
         with TabbedContent(initial=FIRST_TAB, id="tabs"):
             for tab, title in TABS.items():
                 with TabPane(title, id=tab):
-                    view = VIEWS[tab](id=f"{tab}-view")
-                    # The hidden tabs mount after the first frame: the first screen is drawn sooner.
-                    yield view if tab == FIRST_TAB else Lazy(view)
+                    yield OverviewView(id=view_id(tab)) if tab == FIRST_TAB else DeferredView(tab)
         yield Footer()
 
     def view(self, tab: str) -> StateView | None:
         """The view of ``tab``; None for the instant before a lazy view is mounted."""
-        views = self.query(f"#{tab}-view").results(StateView)
+        views = self.query(f"#{view_id(tab)}").results(StateView)
         return next(views, None)
 
     @property
@@ -75,7 +94,7 @@ class MainScreen(Screen[None]):
         if view is not None:
             view.focus_main()
 
-    def current_table(self) -> ViewTable | None:
+    def current_table(self) -> "ViewTable | None":
         """The active view's table, for the export key."""
         view = self.view(self.active_tab)
         return None if view is None else view.table()

@@ -103,10 +103,11 @@ class PairScreen(Screen[None]):
             f"relative = influence/√I(n,n), I(n,n) = {fmt.score(float(row.train_self[train]))}"
         )
         layers = data.layer_rows(app.variant, app.reg_index, test)[:, train]
-        names = [layer.name for layer in data.layers]
         parts: list = [summary]
         if row.scored[train]:
-            parts.append(layer_split_table(names, layers, float(row.values[train])))
+            parts.append(layer_split_table(data.layer_labels, layers, float(row.values[train])))
+            if data.layer_note:
+                parts.append(Text(data.layer_note.capitalize(), style="dim"))
         self.query_one("#pair-summary", Static).update(Group(*parts))
         self.query_one("#pair-test-text", Static).update(self._review_text(data, "test", test))
         self.query_one("#pair-train-text", Static).update(self._review_text(data, "train", train))

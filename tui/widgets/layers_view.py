@@ -61,7 +61,7 @@ class LayersView(StateView):
             pair_chart.update("", layout=False)
             row_chart.update("", layout=False)
             return
-        names = [layer.name for layer in data.layers]
+        names = data.layer_labels
         helpful, harmful = int(np.nanargmax(totals)), int(np.nanargmin(totals))
         lines = [(train, charts.SELECTED_COLOUR), (helpful, charts.HELPFUL_COLOUR), (harmful, charts.HARMFUL_COLOUR)]
         summary.update(self._summary(layer_rows, totals, train, helpful, harmful), layout=False)
@@ -112,6 +112,8 @@ class LayersView(StateView):
             text.append("━━ ", style=f"color({colour})")
             text.append(f"{label} #{index}  ")
         text.append("⡇ all", style=f"color({charts.ALL_COLOUR})")
+        if self.data is not None and self.data.layer_note:
+            text.append(f"   {self.data.layer_note}", style="dim")
         return text
 
     def table(self) -> ViewTable | None:

@@ -98,12 +98,13 @@ class OverviewView(StateView):
         )
         total = run.get("total_parameters")
         of_total = f" of {fmt.parameters(int(total))}" if total else ""
-        names = ", ".join(layer.name for layer in data.layers)
+        names = ", ".join(data.layer_labels)
+        note = f"; {data.layer_note}" if data.layer_note else ""
         grid.add_row(
             "Layers",
             Text(
                 f"{len(data.layers)} tracked ({fmt.parameters(_tracked_parameters(data))}"
-                f"{of_total} parameters): {names}",
+                f"{of_total} parameters{note}): {names}",
                 no_wrap=True,
                 overflow="ellipsis",
             ),

@@ -19,7 +19,6 @@ from textual.widgets import Static
 from store.analysis import RegularizationReport
 from tui import format as fmt
 from tui import palette
-from tui.charts import short_names
 from tui.data import StoreData
 from tui.export import ViewTable
 from tui.widgets.base import StateView
@@ -114,7 +113,7 @@ class RegularizationView(StateView):
         for j in range(len(regs) - 1):
             stable = "✓" if report.stable[j] else " "
             table.add_column(f"{fmt.lam(regs[j])}→{fmt.lam(regs[j + 1])} {stable}", justify="center", no_wrap=True)
-        names = [*short_names(report.series[:-1]), report.series[-1]]  # the layers, then the total
+        names = [*fmt.short_names(report.series[:-1]), report.series[-1]]  # the layers, then the total
         for s, name in enumerate(names):
             for measure in CORRELATIONS:
                 values = getattr(report, measure)[s]
@@ -124,6 +123,9 @@ class RegularizationView(StateView):
                     *(_correlation_cell(float(v), no_color) for v in values),
                 )
         legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
+        note = fmt.names_note(list(report.series[:-1]))
+        if note:
+            legend.append(f"\n{note.capitalize()}", style="dim")
         if stale:
             legend.append("\nComputed before the latest scores landed; recomputing…", style="yellow")
         return Group(title, table, legend)
