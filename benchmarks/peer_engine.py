@@ -2,7 +2,8 @@
 
 Fit: ``EkfacInfluence.fit`` (covariance, eigendecomposition, eigenvalue correction);
 scoring: ``influences`` on the same training batches, which reuses the token matrices
-that fit kept, as a user's call would.
+that fit kept, as a user's call would: in one call with every batch (the README's way),
+or with ``--pairwise`` one test batch against one training batch at a time in a loop.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 from importlib.metadata import version
 
+import torch
 from peer_common import load_model, load_workload, runner_arguments, timed, warm_up, write_result
 
 from influence import EkfacInfluence
@@ -19,6 +21,13 @@ from job.options import DEFAULT_CACHE_BYTES
 def engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eigen-precision", choices=("float64", "float32"), default="float64")
     parser.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES // 2**20)
+    parser.add_argument("--pairwise", action="store_true", help="score batch against batch in a loop")
+
+
+def pairwise(engine: EkfacInfluence, test: list, train: list, regularization: float) -> torch.Tensor:
+    """The loop a user writes from a one-batch example: every test batch against every training batch."""
+    rows = [torch.cat([engine.influences(q, n, regularization) for n in train], dim=1) for q in test]
+    return torch.cat(rows)
 
 
 def main() -> None:
@@ -35,7 +44,10 @@ def main() -> None:
         cache_bytes=args.cache_mib * 2**20,
     )
     _, fit_s = timed(lambda: engine.fit(saved.train))
-    scores, score_s = timed(lambda: engine.influences(saved.test, saved.train, regularization=args.regularization))
+    if args.pairwise:
+        scores, score_s = timed(lambda: pairwise(engine, saved.test, saved.train, args.regularization))
+    else:
+        scores, score_s = timed(lambda: engine.influences(saved.test, saved.train, regularization=args.regularization))
     write_result(args.out, "influence-explorer", version("influence-explorer"), args.fisher, fit_s, score_s, scores)
 
 

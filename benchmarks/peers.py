@@ -198,7 +198,7 @@ def export_workload(workload: Workload) -> tuple[Path, dict]:
     return work, spec
 
 
-def engine_runner(eigen_precision: str, cache_mib: Optional[int]) -> Runner:
+def engine_runner(eigen_precision: str, cache_mib: Optional[int], pairwise: bool) -> Runner:
     """The project's runner with its options, named after them in the table."""
     options, notes = ("--eigen-precision", eigen_precision), []
     if eigen_precision != "float64":
@@ -206,6 +206,9 @@ def engine_runner(eigen_precision: str, cache_mib: Optional[int]) -> Runner:
     if cache_mib is not None:
         options += ("--cache-mib", str(cache_mib))
         notes.append(f"cache {cache_mib} MiB")
+    if pairwise:
+        options += ("--pairwise",)
+        notes.append("pairwise loop")
     label = ENGINE.label + (f" ({', '.join(notes)})" if notes else "")
     return Runner(label, ENGINE.script, options=options)
 
@@ -383,6 +386,11 @@ def main() -> None:
         default=None,
         help="the project's token cache between passes (0: lean memory, every pass recomputed)",
     )
+    parser.add_argument(
+        "--pairwise",
+        action="store_true",
+        help="the project scores batch against batch in a loop (the old README's way) instead of in one call",
+    )
     args = parser.parse_args()
     peer_keys = [key.strip().lower() for key in args.peers.split(",") if key.strip()]
     unknown = sorted(set(peer_keys) - set(PEERS))
@@ -392,7 +400,7 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
 
     workload = WORKLOADS[args.workload]
-    engine = engine_runner(args.eigen_precision, args.cache_mib)
+    engine = engine_runner(args.eigen_precision, args.cache_mib, args.pairwise)
     runners = {"engine": (environment("engine", engine), engine)}
     runners.update({key: (environment(key, PEERS[key]), PEERS[key]) for key in peer_keys})
     work, spec = export_workload(workload)

@@ -161,6 +161,7 @@ def test_a_damaged_store_file(finished, capsys, tmp_path):
     assert len(error.splitlines()) == 1 and str(damaged) in error
 
 
+@pytest.mark.slow
 def test_the_real_process_prints_no_traceback(finished):
     """The same through a real process, for what an in-process test cannot see."""
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -197,6 +198,7 @@ main(sys.argv[2:])
 """
 
 
+@pytest.mark.slow
 def test_a_full_disk_ends_with_a_clear_message_and_a_readable_store(finished, tmp_path):
     """Files may not grow past a limit (as on a full disk): the run stops with one line, and
     what was computed before stays readable; without the limit the same command finishes."""

@@ -14,6 +14,8 @@ from job.cli import main
 from job.config import DEMO_CORPUS_SIZE, RunConfig
 from store.reader import StoreReader
 
+pytestmark = pytest.mark.slow  # trains and analyses the demo end to end
+
 DEMO_ACCURACY = 0.85
 NEAR_DUPLICATE_TOP = 0.01  # the top 1% of the training reviews, by relative influence
 
@@ -76,6 +78,7 @@ def test_the_demo_export_finds_the_planted_near_duplicates(tmp_path, capsys):
         assert top >= 0.6 * len(planted), f"{top} of {len(planted)} planted near-duplicates in the top 1%"
 
 
+@pytest.mark.imdb
 @pytest.mark.skipif(not IMDB.is_dir(), reason="../shared/data/imdb is absent")
 def test_real_imdb_reviews_with_the_demo_model(tmp_path, capsys):
     """The notebook's observation: with every training label flipped, influences turn negative."""

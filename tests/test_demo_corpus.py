@@ -253,6 +253,7 @@ def test_bag_of_words_learns_the_task_but_not_perfectly(corpus: DemoCorpus) -> N
     assert sum(hard) / len(hard) < sum(plain) / len(plain)
 
 
+@pytest.mark.slow
 def test_the_corpus_is_the_same_in_every_process() -> None:
     """String hashing is salted per process: nothing may depend on the order of a set."""
     import os

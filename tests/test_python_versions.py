@@ -12,6 +12,8 @@ import subprocess
 import sysconfig
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("job", "store", "tui", "influence", "tests", "benchmarks")
 VERMIN = str(Path(sysconfig.get_path("scripts")) / "vermin")  # the checker's command, installed with the tests
@@ -41,6 +43,7 @@ def vermin(*paths: str | Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # reads every module of the project
 def test_no_module_needs_a_newer_python_than_declared():
     result = vermin(*SOURCES)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -27,6 +27,7 @@ from job.stages import STAGES
 from store.errors import StoreError
 from store.reader import StoreReader
 
+pytestmark = pytest.mark.slow  # kills and reruns the pipeline in subprocesses
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_BATCHES = 6
 ROUNDING = 1e-5  # float32 rounding, a few units in the last place
@@ -36,6 +37,7 @@ KILL_AT_EVENT = """
 import json, os, signal, sys
 from job.config import RunConfig
 from influence.pipeline import run_pipeline
+
 config = RunConfig.from_dict(json.loads(sys.argv[1])).validate()
 stage, done = sys.argv[2], int(sys.argv[3])
 

@@ -42,6 +42,7 @@ print(json.dumps({"seen": seen, "violations": violations}), flush=True)
 """
 
 
+@pytest.mark.slow  # a reader in another process
 @pytest.mark.parametrize("resumed", [False, True], ids=["writing", "resumed-after-open"])
 def test_reader_process_follows_the_writer(tmp_path, resumed):
     """``resumed``: the reader opens a closed store and must notice a writer coming back to it."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
 from test_store_support import (
     check_against_expected,
     python_child,
@@ -15,6 +16,7 @@ from test_store_support import (
 
 from store import StoreReader, StoreWriter
 
+pytestmark = pytest.mark.slow  # kills a writer process
 TRIALS = 20
 PHASES = ("create", "factors", "blocks")
 MAX_DELAY_S = {"create": 0.03, "factors": 0.08, "blocks": 0.15}
@@ -22,6 +24,7 @@ CHILD = r"""
 import sys
 from pathlib import Path
 from test_store_support import run_pipeline, wide_layers_layout
+
 run_pipeline(Path(sys.argv[1]), wide_layers_layout(), lambda name: print(name, flush=True))
 """
 

@@ -17,6 +17,7 @@ from test_store_support import (
     small_layout,
 )
 
+from job.options import EngineOptions
 from job.stages import STAGES
 from store import (
     LayerInfo,
@@ -262,8 +263,7 @@ def test_reshaped_dataset_is_refused(finished):
                     "model": "synthetic",
                     "dataset": "synthetic-reviews",
                     "seed": 6,
-                    "method": "ekfac",
-                    "fisher": "true",
+                    "engine": EngineOptions().analysis_settings(),
                 }
             },
             "config['seed']",

@@ -106,6 +106,7 @@ def _check_report(result: subprocess.CompletedProcess, path: Path, reason: str) 
     return report
 
 
+@pytest.mark.slow  # a child process under a file-size limit
 def test_file_size_limit(tmp_path):
     path = tmp_path / "run.h5"
     report = _check_report(run_child(FILL_UNTIL_ERROR, str(path), "rlimit"), path, "File too large (EFBIG)")

@@ -104,6 +104,7 @@ def test_overview_shows_the_run_the_model_quality_and_every_stage(store_path) ->
 
 
 # ------------------------------------------------------------------ test reviews
+@pytest.mark.slow  # every column sorted both ways
 def test_test_reviews_sort_by_any_column_filter_by_text_and_select(store_path, reader) -> None:
     async def test():
         app = InfluenceApp(store=store_path)
@@ -268,6 +269,7 @@ def test_layers_chart_shows_the_pair_and_the_whole_row_with_the_sum_check(store_
 
 
 # ------------------------------------------------------------------ corruption
+@pytest.mark.slow  # through every view
 def test_corruption_key_switches_every_view_and_the_before_after_view(store_path, reader) -> None:
     async def test():
         app = InfluenceApp(store=store_path)
@@ -312,6 +314,7 @@ def test_a_store_without_corrupted_labels_says_so(tmp_path) -> None:
 
 
 # ------------------------------------------------------------------ regularization
+@pytest.mark.slow  # through every view
 def test_lambda_keys_step_every_view_and_the_sweep_report_marks_the_recommendation(store_path, reader) -> None:
     async def test():
         app = InfluenceApp(store=store_path)
@@ -355,6 +358,7 @@ def scores_of(path: Path, variant: str = "clean", test: int = 0) -> tuple[np.nda
         return raw, expected_relative(raw, opened.self_influence(variant, 0, "train"))
 
 
+@pytest.mark.slow  # through every view that ranks
 def test_the_score_key_ranks_by_relative_influence_and_back(relative_path) -> None:
     raw, relative = scores_of(relative_path)
     raw_order, relative_order = descending_order(raw), descending_order(relative)
@@ -661,6 +665,7 @@ def test_no_color_draws_the_heatmap_with_glyphs(store_path, monkeypatch) -> None
     run(test)
 
 
+@pytest.mark.slow  # every view, drawn at the smallest size
 def test_every_view_renders_at_80x24(store_path) -> None:
     async def test():
         app = InfluenceApp(store=store_path)

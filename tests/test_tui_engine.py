@@ -7,6 +7,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 from tui_fixtures import FakeEngine, deterministic_store, engine_config, settle, text_of
 
 from job.errors import UserError
@@ -18,6 +19,8 @@ from tui.screens.error import DetailsScreen
 from tui.widgets.heatmap_view import HeatmapCanvas
 from tui.widgets.ranking_view import RankingView
 from tui.widgets.virtual_table import VirtualTable
+
+pytestmark = pytest.mark.slow  # a fake engine streaming into the UI in real time
 
 SIZE = (120, 36)
 RESPONSIVE_SECONDS = 1.0  # a generous bound for a key round trip on a loaded 2-core machine

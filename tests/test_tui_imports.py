@@ -8,6 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # fresh interpreters
+
 REPO = Path(__file__).resolve().parent.parent
 
 # Opens a synthetic store, visits every tab (heatmap and λ report included) and the pair view,

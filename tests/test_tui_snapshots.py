@@ -13,6 +13,8 @@ from tui_fixtures import deterministic_store, heavy_work_done, settle
 
 from tui.app import InfluenceApp
 
+pytestmark = pytest.mark.slow  # renders every screen at two sizes
+
 SIZES = {"80x24": (80, 24), "160x48": (160, 48)}
 SCREENS = {
     "overview": ("1",),
