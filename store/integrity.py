@@ -13,7 +13,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 
-from job.stages import FACTOR_STAGES
+from job.stages import FACTOR_STAGES, STAGE_PREDICTIONS, STAGE_SCORES
 from store.layout import SPLITS, StoreLayout
 from store.schema import STAGE_FACTORS, examples_path, factor_path, parse_stage_key, score_path
 
@@ -56,12 +56,12 @@ def missing_data(file: h5py.File, layout: StoreLayout, key: str, completed: np.n
             for name in STAGE_FACTORS[stage]:
                 if not is_written(file[factor_path(variant, index, name)]):
                     return f"{factor_path(variant, index, name)} was never written"
-    elif stage == "predictions":
+    elif stage == STAGE_PREDICTIONS:
         for split in SPLITS:
             for column in ("prediction", "probabilities"):
                 if not is_written(file[examples_path(split, column)]):
                     return f"{examples_path(split, column)} was never written"
-    elif stage == "scores":
+    elif stage == STAGE_SCORES:
         if not completed.all():
             return f"{int((~completed).sum())} score blocks are not complete"
         for variant in layout.variants:

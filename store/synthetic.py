@@ -15,7 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from job.options import EngineOptions
-from job.stages import FACTOR_STAGES, STATUS_DONE, STATUS_RUNNING
+from job.stages import (
+    FACTOR_STAGES,
+    STAGE_CORRECTION,
+    STAGE_COVARIANCE,
+    STAGE_EIGEN,
+    STAGE_PREDICTIONS,
+    STAGE_QUERIES,
+    STAGE_SCORES,
+    STATUS_DONE,
+    STATUS_RUNNING,
+)
 from store.layout import VARIANT_CORRUPTED, ExampleTable, LayerInfo, StoreLayout
 from store.schema import stage_key
 from store.writer import StoreWriter
@@ -128,17 +138,17 @@ def _write_factors(writer: StoreWriter, rng: np.random.Generator) -> None:
             for index, layer in enumerate(layout.layers):
                 sides = {"activation": layer.augmented_in, "gradient": layer.out_features}
                 for side, size in sides.items():
-                    if stage == "covariance":
+                    if stage == STAGE_COVARIANCE:
                         x = rng.standard_normal((4 * size, size))
                         covariances[index, side] = x.T @ x / len(x)
                         writer.write_factor(variant, index, f"{side}_covariance", covariances[index, side])
-                    elif stage == "eigendecomposition":
+                    elif stage == STAGE_EIGEN:
                         eigenvalues[index, side], vectors = np.linalg.eigh(covariances[index, side])
                         writer.write_factor(variant, index, f"{side}_eigenvalues", eigenvalues[index, side])
                         writer.write_factor(variant, index, f"{side}_eigenvectors", vectors)
-                if stage == "covariance":
+                if stage == STAGE_COVARIANCE:
                     writer.write_factor_counts(variant, index, TOKENS_PER_EXAMPLE * layout.n_train, layout.n_train)
-                elif stage == "eigenvalue_correction":
+                elif stage == STAGE_CORRECTION:
                     outer = np.outer(eigenvalues[index, "gradient"], eigenvalues[index, "activation"])
                     writer.write_factor(
                         variant, index, "corrected_eigenvalues", outer * rng.uniform(0.8, 1.2, outer.shape)
@@ -259,27 +269,27 @@ def make_synthetic_store(
     rng = np.random.default_rng([seed, 3])
     model = _ScoreModel(layout, seed)
     with StoreWriter.create(path, layout) as writer:
-        writer.set_stage("predictions", STATUS_RUNNING, done=0, total=2, unit="splits")
+        writer.set_stage(STAGE_PREDICTIONS, STATUS_RUNNING, done=0, total=2, unit="splits")
         for done, split in enumerate(("train", "test"), start=1):
             prediction, probabilities = _predictions(rng, layout.split(split).label)
             writer.write_predictions(split, prediction, probabilities)
             if split == "test":
                 writer.write_metrics(_metrics(layout.test.label, prediction))
-            writer.set_stage("predictions", STATUS_RUNNING, done=done)
-        writer.set_stage("predictions", STATUS_DONE)
+            writer.set_stage(STAGE_PREDICTIONS, STATUS_RUNNING, done=done)
+        writer.set_stage(STAGE_PREDICTIONS, STATUS_DONE)
         _write_factors(writer, rng)
-        writer.set_stage("queries", STATUS_DONE, done=n_test, total=n_test, unit="examples")
+        writer.set_stage(STAGE_QUERIES, STATUS_DONE, done=n_test, total=n_test, unit="examples")
         blocks = layout.n_blocks if complete else (layout.n_blocks + 1) // 2
-        writer.set_stage("scores", STATUS_RUNNING, done=0, total=layout.n_blocks, unit="blocks")
+        writer.set_stage(STAGE_SCORES, STATUS_RUNNING, done=0, total=layout.n_blocks, unit="blocks")
         for block in range(blocks):
             total, layers, train_self = model.block(block)
             writer.write_score_block(block, total=total, layers=layers, train_self=train_self)
-            writer.set_stage("scores", STATUS_RUNNING, done=block + 1)
+            writer.set_stage(STAGE_SCORES, STATUS_RUNNING, done=block + 1)
         if complete:
             for variant in layout.variants:
                 for k in range(len(layout.regularizations)):
                     writer.write_test_self(variant, k, model.test_self(k))
-            writer.set_stage("scores", STATUS_DONE)
+            writer.set_stage(STAGE_SCORES, STATUS_DONE)
         writer.write_summary("timings", {key: record.elapsed for key, record in writer.stages().items()})
         writer.write_summary("synthetic", {"seed": seed, "planted_pairs": [list(p) for p in model.planted]})
         for key, status in (stage_status or {}).items():

@@ -18,7 +18,7 @@ from typing import Callable, Hashable, TypeVar
 
 import numpy as np
 
-from job.stages import STATUS_DONE
+from job.stages import STAGE_SCORES, STATUS_DONE
 from store.analysis import RELATIVE, relative_influence
 from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
@@ -27,7 +27,6 @@ from tui import format as fmt
 
 ROW_CACHE_SIZE = 48
 NO_PAIR = -1  # no training review selected: views fall back to the top of the ranking
-SCORES_STAGE = "scores"
 PREDICTIONS_PENDING = -1
 
 T = TypeVar("T")
@@ -159,7 +158,7 @@ class StoreData:
 
     @property
     def scores_done(self) -> bool:
-        record = self.stages.get(SCORES_STAGE)
+        record = self.stages.get(STAGE_SCORES)
         return record is not None and record.status == STATUS_DONE
 
     def label_name(self, label: int) -> str:

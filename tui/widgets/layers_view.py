@@ -72,7 +72,8 @@ class LayersView(StateView):
                 layer_rows[:, train],
                 pair_chart.size.width,
                 pair_chart.size.height,
-                f"test #{app.test_index} × train #{train}: influence per layer",
+                f"test #{app.test_index} × train #{train}: influence per layer"
+                + (f" ({data.layer_note})" if data.layer_note else ""),
                 no_color,
             ),
             layout=False,
@@ -112,8 +113,6 @@ class LayersView(StateView):
             text.append("━━ ", style=f"color({colour})")
             text.append(f"{label} #{index}  ")
         text.append("⡇ all", style=f"color({charts.ALL_COLOUR})")
-        if self.data is not None and self.data.layer_note:
-            text.append(f"   {self.data.layer_note}", style="dim")
         return text
 
     def table(self) -> ViewTable | None:

@@ -11,7 +11,7 @@ from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 from job.options import engine_settings
-from job.stages import STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
+from job.stages import STATUS_CANCELLED, STATUS_DONE, STATUS_FAILED, STATUS_PENDING, STATUS_RUNNING
 from store.stages import StageRecord
 from tui import format as fmt
 from tui.data import StoreData
@@ -21,7 +21,7 @@ from tui.widgets.base import StateView
 BAR_WIDTH_RANGE = (6, 30)
 OTHER_STAGE_COLUMNS = 88  # what the stage table needs besides the bar
 STAGE_NAME_WIDTH = 16
-STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", "cancelled": "magenta"}
+STATUS_STYLES = {STATUS_DONE: "green", STATUS_RUNNING: "yellow", STATUS_FAILED: "bold red", STATUS_CANCELLED: "magenta"}
 STAGE_TITLES = {"training": "train demo model"}
 NO_STORE_OPEN = "No store is open."
 STOPPED = "stopped"  # a stage the store does not record, left unfinished when the engine stopped
@@ -99,12 +99,12 @@ class OverviewView(StateView):
         total = run.get("total_parameters")
         of_total = f" of {fmt.parameters(int(total))}" if total else ""
         names = ", ".join(data.layer_labels)
-        note = f"; {data.layer_note}" if data.layer_note else ""
+        note = f"\n{data.layer_note}" if data.layer_note else ""
         grid.add_row(
             "Layers",
             Text(
                 f"{len(data.layers)} tracked ({fmt.parameters(_tracked_parameters(data))}"
-                f"{of_total} parameters{note}): {names}",
+                f"{of_total} parameters): {names}{note}",
                 no_wrap=True,
                 overflow="ellipsis",
             ),
