@@ -23,7 +23,7 @@ from torch import nn
 
 from influence.capture import LayerTokens
 from influence.factors import Eigenbasis, RotatedTokens
-from influence.task import LogitVectors
+from influence.task import CaptureRequest, PassVectors
 
 if TYPE_CHECKING:
     from influence.ekfac import Queries
@@ -54,10 +54,10 @@ def weights_version(model: nn.Module) -> tuple[tuple[int, int], ...]:
 @dataclass
 class CapturedBatch:
     """What one forward/backward pass over a batch gave: per layer its token matrices (raw, or
-    once a cache has kept them rotated, in an eigenbasis), and the logit-space vectors."""
+    once a cache has kept them rotated, in an eigenbasis), and the coefficients of its passes."""
 
     layers: dict[str, LayerTokens | RotatedTokens]
-    vectors: LogitVectors
+    vectors: PassVectors
 
     def raw(self, name: str) -> LayerTokens:
         tokens = self.layers[name]
@@ -107,11 +107,15 @@ class TrainCache:
             self.clear()
             self._weights = weights
 
-    def get(self, key: bytes, bases: Optional[Mapping[str, Eigenbasis]] = None) -> Optional[CapturedBatch]:
+    def get(
+        self, key: bytes, bases: Optional[Mapping[str, Eigenbasis]] = None, request: Optional[CaptureRequest] = None
+    ) -> Optional[CapturedBatch]:
+        """The batch under ``key`` if kept in a form a pass needing raw tokens (``bases`` None) or these
+        eigenbases can use, and captured for what ``request`` asks (a causal LM's Fisher pass, say)."""
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if not entry.serves(bases):
+        if not entry.serves(bases) or (request is not None and not entry.vectors.serves(request)):
             self.bytes -= entry.nbytes
             del self._entries[key]
             return None

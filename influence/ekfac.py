@@ -39,7 +39,7 @@ from influence.factors import (
 from influence.journal import WHOLE_PASS, FitJournal, PassControl
 from influence.layers import TrackedLayer, resolve_layers
 from influence.model_state import analysis_mode
-from influence.task import LABEL_KEY, logit_vectors, logits_of, model_inputs
+from influence.task import LABEL_KEY, CaptureRequest, detect_task, model_inputs, task_of
 from influence.workspace import Workspace
 from job.options import EngineOptions
 from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
@@ -104,15 +104,6 @@ def _length(data: Iterable[Any]) -> Optional[int]:
         return None
 
 
-def example_uniforms(seed: int, start: int, count: int) -> torch.Tensor:
-    """One reproducible U(0,1) number per example position, independent of batching."""
-    values = []
-    for position in range(start, start + count):
-        digest = hashlib.blake2b(f"{seed}:{position}".encode(), digest_size=8).digest()
-        values.append(int.from_bytes(digest, "little") / 2.0**64)
-    return torch.tensor(values, dtype=torch.float64)
-
-
 class EkfacInfluence:
     """Fit (E)K-FAC curvature on a classifier and score test × train influence.
 
@@ -137,7 +128,9 @@ class EkfacInfluence:
         seed: int = 0,
         **choices: Any,
     ):
-        self.options = (options or EngineOptions()).replace(**choices)
+        options = (options or EngineOptions()).replace(**choices)
+        self.options = options.for_task(options.task or detect_task(model))
+        self.task = task_of(self.options.task)
         self.model = model
         self.layers: list[TrackedLayer] = resolve_layers(model, layers)
         self.seed = seed
@@ -178,41 +171,39 @@ class EkfacInfluence:
     def _to_device(self, batch: Batch) -> dict[str, Any]:
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
-    def _capture(self, batch: dict[str, Any]) -> CapturedBatch:
-        """One forward pass and one backward pass per basis vector of the logit space."""
+    def _capture(self, batch: dict[str, Any], request: CaptureRequest) -> CapturedBatch:
+        """One forward pass, and one backward pass per objective the task asks for."""
         inputs = model_inputs(batch)
         autocast = torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
         with LayerCapture(self.layers) as capture:
             with autocast:
-                logits = logits_of(self.model(**inputs))
-            vectors = logit_vectors(logits)
-            basis = vectors.basis.to(logits.dtype)
-            count = basis.shape[1]
-            for j in range(count):
-                logits.backward(basis[:, j].expand_as(logits), retain_graph=j < count - 1)
+                output = self.model(**inputs)
+            objectives, vectors = self.task.objectives(output, batch, request)
+            for j, objective in enumerate(objectives):
+                objective.backward(retain_graph=j < len(objectives) - 1)
             mask = inputs.get("attention_mask")
             tokens = {layer.name: capture.tokens(layer, mask, self.factor_dtype) for layer in self.layers}
         return CapturedBatch(tokens, vectors)
 
+    def _request(self, label_key: str, fisher: bool, position: int) -> CaptureRequest:
+        return CaptureRequest(label_key, fisher, self.options.fisher, self.seed, position)
+
     def _fisher_vectors(self, step: _Step, label_key: str) -> torch.Tensor:
-        vectors = step.captured.vectors
-        fisher = self.options.fisher
-        labels = step.batch.get(label_key) if fisher == "empirical" else None
-        uniforms = None
-        if fisher == "sampled":
-            uniforms = example_uniforms(self.seed, step.position, vectors.probabilities.shape[0])
-        return vectors.fisher_factor(fisher, labels, uniforms)
+        return step.captured.vectors.fisher_factor(self._request(label_key, True, step.position), step.batch)
 
     def _passes(
         self,
         data: BatchData,
         stage: str,
         control: PassControl,
+        label_key: str,
+        fisher: bool,
         cache: Optional[TrainCache] = None,
         bases: Optional[Mapping[str, Eigenbasis]] = None,
     ) -> Iterator[_Step]:
-        """The batches from ``control.start_batch`` on, each captured or taken from ``cache`` (when kept
-        raw, or in ``bases``); after each one, ``control.on_batch`` and a progress event."""
+        """The batches from ``control.start_batch`` on, each captured for ``label_key`` (and the Fisher's
+        vectors when ``fisher``) or taken from ``cache`` (when kept raw, or in ``bases``, and made for
+        that); after each one, ``control.on_batch`` and a progress event."""
         batches = _as_batches(data)
         total = _length(batches)
         position = 0
@@ -223,11 +214,12 @@ class EkfacInfluence:
                 size = _batch_size(batch)
                 if index >= control.start_batch:
                     check_cancel(control.cancel)
-                    key = batch_key(batch, model_inputs(batch)) if cache is not None else None
+                    request = self._request(label_key, fisher, position)
+                    key = batch_key(batch, self.task.cache_names(batch, label_key)) if cache is not None else None
                     on_device = self._to_device(batch)
-                    captured = cache.get(key, bases) if cache is not None else None
+                    captured = cache.get(key, bases, request) if cache is not None else None
                     if captured is None:
-                        captured = self._capture(on_device)
+                        captured = self._capture(on_device, request)
                         if cache is not None:
                             cache.offer(key, captured)
                     yield _Step(index, position, captured, on_device, key)
@@ -254,7 +246,7 @@ class EkfacInfluence:
     ) -> dict[str, CovarianceSums]:
         """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``control.start_batch``."""
         sums = sums if sums is not None else self.new_covariance()
-        for step in self._passes(data, STAGE_COVARIANCE, control, cache):
+        for step in self._passes(data, STAGE_COVARIANCE, control, label_key, True, cache):
             fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
                 sums[layer.name].add(step.captured.raw(layer.name), fisher)
@@ -299,7 +291,7 @@ class EkfacInfluence:
         """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
         sums = sums if sums is not None else self.new_eigenvalue_sums()
         workspace = Workspace()
-        for step in self._passes(data, STAGE_CORRECTION, control, cache, eigen):
+        for step in self._passes(data, STAGE_CORRECTION, control, label_key, True, cache, eigen):
             fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
                 sums[layer.name].add(_in_basis(step, layer.name, eigen[layer.name], cache), fisher, workspace)
@@ -415,8 +407,8 @@ class EkfacInfluence:
         self._require_fitted()
         bases = self._bases()
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.layer_names}
-        for step in self._passes(data, STAGE_QUERIES, control):
-            coordinates = step.captured.vectors.label_gradient(step.batch[label_key])
+        for step in self._passes(data, STAGE_QUERIES, control, label_key, False):
+            coordinates = step.captured.vectors.label_gradient(step.batch, label_key)
             for name in self.layer_names:
                 parts[name].append(step.captured.in_basis(name, bases[name]).combined(coordinates))
         # Layer by layer, letting each layer's parts go once joined: the test gradients are the
@@ -457,8 +449,8 @@ class EkfacInfluence:
         self._require_fitted()
         bases = self._bases()
         workspace = Workspace()
-        for step in self._passes(data, STAGE_SCORES, control, cache, bases):
-            size = step.captured.vectors.probabilities.shape[0]
+        for step in self._passes(data, STAGE_SCORES, control, label_keys[0], False, cache, bases):
+            size = step.captured.vectors.batch_size
             shape = (len(label_keys), len(regularizations))
             layers = torch.zeros(
                 *shape, len(self.layers), queries.count, size, dtype=self.factor_dtype, device=self.device
@@ -466,7 +458,7 @@ class EkfacInfluence:
             self_influence = (
                 torch.zeros(*shape, size, dtype=self.factor_dtype, device=self.device) if with_self_influence else None
             )
-            coordinates = [step.captured.vectors.label_gradient(step.batch[key]) for key in label_keys]
+            coordinates = [step.captured.vectors.label_gradient(step.batch, key) for key in label_keys]
             # Layer by layer, so that only one layer's per-example gradients are alive at a time;
             # every λ at once, (λ, batch, parameters), so that a sweep adds no Python-level work.
             for layer_index, name in enumerate(self.layer_names):

@@ -21,7 +21,9 @@ except ImportError:  # pragma: no cover - exercised only without transformers
     Conv1D = None  # type: ignore[assignment,misc]
 
 # The notebook's choice on DistilBERT (FFN + pre_classifier + classifier) and the
-# equivalent MLP-and-head layers of other families, keyed by ``config.model_type``.
+# equivalent MLP-and-head layers of other families, keyed by ``config.model_type``. A
+# classification head (``score``, ``classifier``) is tracked where there is one; a causal
+# LM's output embedding (``lm_head``, vocabulary × width) never by default.
 _ENCODER_MLP = (r"\.intermediate\.dense$", r"\.layer\.\d+\.output\.dense$")
 _LLAMA_LIKE = (r"\.mlp\.(gate|up|down)_proj$", r"^score$")
 DEFAULT_LAYER_PATTERNS: dict[str, tuple[str, ...]] = {
@@ -34,6 +36,11 @@ DEFAULT_LAYER_PATTERNS: dict[str, tuple[str, ...]] = {
     "mistral": _LLAMA_LIKE,
     "qwen2": _LLAMA_LIKE,
     "gemma": _LLAMA_LIKE,
+    "gemma2": _LLAMA_LIKE,
+    "qwen3": _LLAMA_LIKE,
+    "phi3": (r"\.mlp\.(gate_up|down)_proj$", r"^score$"),
+    "gpt_neox": (r"\.mlp\.dense_(h_to_4h|4h_to_h)$", r"^score$"),
+    "opt": (r"\.fc[12]$", r"^score$"),
 }
 # Fallback for families without an entry: every supported layer outside attention blocks.
 _ATTENTION_NAME = re.compile(r"attn|attention", re.IGNORECASE)
@@ -79,8 +86,13 @@ def _model_type(model: nn.Module) -> Optional[str]:
 
 
 def default_layer_names(model: nn.Module) -> list[str]:
-    """The layers tracked when none are named: the MLP blocks and the classification head."""
-    candidates = [(name, m) for name, m in model.named_modules() if as_tracked(name, m) is not None]
+    """The layers tracked when none are named: the MLP blocks, and the classification head if any."""
+    output_embeddings = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    candidates = [
+        (name, m)
+        for name, m in model.named_modules()
+        if as_tracked(name, m) is not None and (output_embeddings is None or m is not output_embeddings)
+    ]
     patterns = DEFAULT_LAYER_PATTERNS.get(_model_type(model) or "")
     if patterns is None:
         names = [name for name, _ in candidates if not _ATTENTION_NAME.search(name)]

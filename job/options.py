@@ -14,7 +14,12 @@ from typing import Any, Optional
 
 from job.errors import UserError
 
+TASK_CLASSIFICATION, TASK_CAUSAL_LM = "classification", "causal-lm"
+TASKS = (TASK_CLASSIFICATION, TASK_CAUSAL_LM)
 FISHER_KINDS = ("exact", "sampled", "empirical")
+# The Fisher when none is asked for: the true one exactly where it is affordable (a class basis per
+# example), a label sampled from the model per token where it is not (a vocabulary per token).
+DEFAULT_FISHER = {TASK_CLASSIFICATION: "exact", TASK_CAUSAL_LM: "sampled"}
 MODES = ("ekfac", "kfac")
 EIGEN_PRECISIONS = ("float64", "float32")
 FACTOR_DTYPES = ("float32", "float64")
@@ -23,6 +28,7 @@ DEFAULT_CACHE_BYTES = 2 * 2**30  # token matrices kept between passes over the s
 
 # What a choice is called in messages.
 _CHOICES = {
+    "task": ("task", TASKS),
     "fisher": ("Fisher", FISHER_KINDS),
     "mode": ("mode", MODES),
     "eigen_precision": ("eigen precision", EIGEN_PRECISIONS),
@@ -34,6 +40,7 @@ _ALIASES = {"torch.float32": "float32", "torch.float64": "float64", "torch.bfloa
 # Metadata of the fields that change what a run costs, never what it computes: left out of
 # the store's recorded settings, so that another budget can resume the same store.
 RUNTIME = {"runtime": True}
+OPTIONAL = ("task", "fisher", "factor_dtype", "autocast")  # None: detected, or the task's default
 
 
 class OptionError(UserError, ValueError):
@@ -45,12 +52,20 @@ class OptionError(UserError, ValueError):
         super().__init__(f"unknown {label} {value!r}: choose one of {', '.join(choices)}")
 
 
+class UnsupportedOption(UserError, ValueError):
+    """A valid choice this model cannot have."""
+
+
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the engine computes: the curvature, the numerics, and what it may keep in memory.
+    """How the engine computes: the task, the curvature, the numerics, and what it may keep in memory.
 
-    ``fisher``: ``exact`` (the true Fisher, no sampling), ``sampled`` (labels drawn from the
-    model, seeded) or ``empirical`` (the true labels). ``mode``: ``ekfac`` or ``kfac``, scaled
+    ``task``: ``classification`` (a ``*ForSequenceClassification``: (batch, classes) logits)
+    or ``causal-lm`` (an ``*ForCausalLM``: the summed loss of the completion tokens, the
+    positions whose ``labels`` are not -100); None detects it from the model. ``fisher``:
+    ``exact`` (the true Fisher, no sampling; classification only), ``sampled`` (labels drawn
+    from the model, seeded) or ``empirical`` (the true labels); None is the task's default
+    (``DEFAULT_FISHER``). ``mode``: ``ekfac`` or ``kfac``, scaled
     so that a regularization value means the same in both. ``eigen_precision="float32"``
     decomposes in float32 where a residual and orthogonality check passes (else in float64):
     1.7x faster on a CPU, influences 1e-3 to 1e-2 (relative) from float64's. ``factor_dtype``:
@@ -62,18 +77,19 @@ class EngineOptions:
     the eigenbases, and the covariances are as large).
     """
 
-    fisher: str = "exact"
+    fisher: Optional[str] = None
     mode: str = "ekfac"
     eigen_precision: str = "float64"
     factor_dtype: Optional[str] = None
     autocast: Optional[str] = None
+    task: Optional[str] = None
     cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, metadata=RUNTIME)
     keep_covariance: bool = field(default=False, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
         for name, (_, choices) in _CHOICES.items():
             value = getattr(self, name)
-            if value is None and name in ("factor_dtype", "autocast"):
+            if value is None and name in OPTIONAL:
                 continue
             value = _ALIASES.get(str(value), value)
             if value not in choices:
@@ -89,6 +105,20 @@ class EngineOptions:
             known = ", ".join(f.name for f in dataclasses.fields(self))
             raise TypeError(f"unknown engine option {', '.join(sorted(unknown))}: options are {known}")
         return dataclasses.replace(self, **changes)
+
+    def for_task(self, task: str) -> "EngineOptions":
+        """These options for ``task``: the task recorded, the Fisher resolved; a Fisher the task cannot
+        afford is refused with the reason."""
+        if self.task is not None and self.task != task:
+            raise UnsupportedOption(f"the model is a {task} model, but the options say task={self.task!r}")
+        fisher = self.fisher or DEFAULT_FISHER[task]
+        if task == TASK_CAUSAL_LM and fisher == "exact":
+            raise UnsupportedOption(
+                "the exact Fisher is not available for causal LMs: it sums over the whole vocabulary at every "
+                "token (one backward pass per vocabulary entry); use the sampled Fisher (the default) or the "
+                "empirical one"
+            )
+        return dataclasses.replace(self, task=task, fisher=fisher)
 
     def analysis_settings(self) -> dict[str, Any]:
         """The options that change the numbers, as a store records and compares them."""

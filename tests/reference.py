@@ -31,11 +31,8 @@ def _weight_gradient(module: nn.Module, grads: tuple[torch.Tensor, ...]) -> torc
     return torch.cat([weight, grads[1].unsqueeze(1)], dim=1)
 
 
-def example_gradients(
-    model: nn.Module, layer_names: list[str], example: dict[str, torch.Tensor], vectors_fn
-) -> ExampleGradients:
-    """``example``: one unpadded example (batch of 1). ``vectors_fn(probabilities, label)`` returns
-    the logit vectors (k, C) whose gradients are wanted."""
+def _gradients(model: nn.Module, layer_names: list[str], features: dict, objectives) -> ExampleGradients:
+    """One unpadded example's forward pass; ``objectives(logits)`` gives the scalars whose gradients are wanted."""
     modules = dict(model.named_modules())
     inputs: dict[str, torch.Tensor] = {}
     outputs: dict[str, torch.Tensor] = {}
@@ -49,14 +46,11 @@ def example_gradients(
         handles.append(modules[name].register_forward_hook(hook))
     model.eval()
     try:
-        features = {k: v for k, v in example.items() if k != "labels"}
         out = model(**features)
         logits = getattr(out, "logits", out)[0]
     finally:
         for handle in handles:
             handle.remove()
-    probabilities = torch.softmax(logits.detach(), dim=0)
-    vectors = vectors_fn(probabilities, int(example["labels"][0]))
     activations = {}
     for name in layer_names:
         module = modules[name]
@@ -65,8 +59,7 @@ def example_gradients(
             rows = torch.cat([rows, torch.ones(rows.shape[0], 1, dtype=rows.dtype)], dim=1)
         activations[name] = rows
     token_gradients, weight_gradients = [], []
-    for vector in vectors:
-        objective = logits @ vector
+    for objective in objectives(logits):
         targets = [outputs[n] for n in layer_names]
         grads = torch.autograd.grad(objective, targets, retain_graph=True)
         token_gradients.append({n: g.reshape(-1, g.shape[-1]) for n, g in zip(layer_names, grads)})
@@ -77,6 +70,38 @@ def example_gradients(
             per_layer[name] = _weight_gradient(module, torch.autograd.grad(objective, params, retain_graph=True))
         weight_gradients.append(per_layer)
     return ExampleGradients(activations, token_gradients, weight_gradients)
+
+
+def example_gradients(
+    model: nn.Module, layer_names: list[str], example: dict[str, torch.Tensor], vectors_fn
+) -> ExampleGradients:
+    """``example``: one unpadded example (batch of 1). ``vectors_fn(probabilities, label)`` returns
+    the logit vectors (k, C) whose gradients are wanted."""
+    features = {k: v for k, v in example.items() if k != "labels"}
+
+    def objectives(logits: torch.Tensor) -> list[torch.Tensor]:
+        vectors = vectors_fn(torch.softmax(logits.detach(), dim=0), int(example["labels"][0]))
+        return [logits @ vector for vector in vectors]
+
+    return _gradients(model, layer_names, features, objectives)
+
+
+def lm_example_gradients(
+    model: nn.Module, layer_names: list[str], example: dict[str, torch.Tensor], target_sets: list[torch.Tensor]
+) -> ExampleGradients:
+    """A causal LM's example (batch of 1, unpadded): for each label set (T,) with −100 outside the
+    completion, the gradient of Σ_t −log p(label_t | tokens < t), written out as cross-entropy here."""
+    features = {k: v for k, v in example.items() if k != "labels"}
+
+    def objectives(logits: torch.Tensor) -> list[torch.Tensor]:
+        scalars = []
+        for labels in target_sets:
+            keep = labels[1:] != -100
+            log_probabilities = torch.log_softmax(logits[:-1], dim=-1)
+            scalars.append(-log_probabilities[keep, labels[1:][keep]].sum())
+        return scalars
+
+    return _gradients(model, layer_names, features, objectives)
 
 
 def exact_fisher_vectors(probabilities: torch.Tensor, label: int) -> torch.Tensor:
@@ -117,6 +142,11 @@ class ReferenceFactors:
 
 def reference_factors(model, layer_names, examples, fisher_vectors=exact_fisher_vectors) -> dict[str, ReferenceFactors]:
     grads = [example_gradients(model, layer_names, ex, fisher_vectors) for ex in examples]
+    return factors_of(grads, layer_names)
+
+
+def factors_of(grads: list[ExampleGradients], layer_names: list[str]) -> dict[str, ReferenceFactors]:
+    """A and S as means over every example's real tokens, and the per-example weight gradients."""
     result = {}
     for name in layer_names:
         tokens = sum(g.activations[name].shape[0] for g in grads)
