@@ -46,8 +46,8 @@ def run_pipeline(
                 "model_source": analysis.loaded.source,
                 "total_parameters": count_parameters(analysis.loaded.model),
                 "tracked_parameters": analysis.engine.tracked_parameters,
-                "fisher": config.engine.fisher,
-                "mode": config.engine.mode,
+                "fisher": analysis.engine.options.fisher,
+                "mode": analysis.engine.options.mode,
                 "wall_seconds_last_run": round(time.time() - started, 3),
             },
         )

@@ -170,7 +170,13 @@ def prepare(
     label_names = _label_names(loaded, data)
     engine = engines[VARIANT_CLEAN]
     settings = config.analysis_settings()
-    settings.update(num_train=len(data.train), num_test=len(data.test), layers=engine.layer_names)
+    # The engine's options as resolved for the model (its task, its Fisher), so that the store says what ran.
+    settings.update(
+        num_train=len(data.train),
+        num_test=len(data.test),
+        layers=engine.layer_names,
+        engine=engine.options.analysis_settings(),
+    )
     layout = StoreLayout(
         config=settings,
         library_versions=_library_versions(),
