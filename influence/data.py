@@ -14,6 +14,17 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from influence.completions import (
+    COMPLETION_COLUMN,
+    LABELLED_TEMPLATE,
+    MESSAGES_COLUMN,
+    PROMPT_COLUMN,
+    REVIEW_TEMPLATE,
+    Example,
+    corrupted,
+    examples_from_rows,
+    swap_completions,
+)
 from job.config import DEMO, DEMO_CORPUS_SIZE, RunConfig, default_subset
 from job.errors import UserError
 
@@ -33,6 +44,32 @@ class SplitSelection:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+
+@dataclass
+class CompletionSplit:
+    """A causal LM's chosen examples of one split, in analysis order."""
+
+    examples: list[Example]
+    dataset_index: np.ndarray  # int64: row in the original split
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+
+@dataclass
+class PreparedCompletions:
+    """A causal LM's data: the examples, and whose completion each training example's corrupted variant takes."""
+
+    train: CompletionSplit
+    test: CompletionSplit
+    donors: np.ndarray  # int64, the example's own index where nothing was swapped
+    shape: str  # documents, pairs or messages
+    full_train: Optional[CompletionSplit] = None
+
+    @property
+    def corrupted_train(self) -> list[Example]:
+        return corrupted(self.train.examples, self.donors)
 
 
 @dataclass
@@ -256,12 +293,76 @@ def prepare_data(
     if include_full_train:
         rows = _select(train_split, len(train_split), config.seed, config.train_split, config.dataset)
         full_train = _as_selection(rows, text_column, label_column, label2id, num_labels, config.dataset)
-    feature = train_split.features.get(label_column)
-    if hasattr(feature, "names"):
-        label_names: Optional[list[str]] = list(feature.names)
-    elif label2id:
-        label_names = [name for name, _ in sorted(label2id.items(), key=lambda item: item[1])]
-    else:
-        label_names = [f"class {i}" for i in range(num_labels)]
+    label_names = _names_of(train_split, label_column, label2id, num_labels)
     corrupted = corrupt_labels(train.labels, config.corruption_fraction, num_labels, config.seed)
     return PreparedData(train, test, corrupted, label_names, full_train)
+
+
+def data_shape(columns: Sequence[str], config: RunConfig) -> str:
+    """How a causal LM reads a dataset: chat ``messages``, ``prompt``/``completion`` pairs, labelled texts
+    (a text and a label column), or documents (a text column alone)."""
+    if config.text_column is None and MESSAGES_COLUMN in columns:
+        return "messages"
+    if config.text_column is None and PROMPT_COLUMN in columns and COMPLETION_COLUMN in columns:
+        return "pairs"
+    if config.label_column is not None or any(name in columns for name in LABEL_COLUMNS):
+        return "labelled"
+    return "documents"
+
+
+def prepare_completions(config: RunConfig, tokenizer: Any, include_full_train: bool = False) -> PreparedCompletions:
+    """Load, check and select a causal LM's train and test examples (as ``data_shape`` reads them), and
+    draw the corrupted variant's swapped completions."""
+    dataset = open_dataset(config.dataset, (config.train_split, config.test_split), config.seed)
+    train_split, test_split = dataset[config.train_split], dataset[config.test_split]
+    columns = list(train_split.column_names)
+    shape = data_shape(columns, config)
+    text_column, labels = "", None
+    if shape in ("documents", "labelled"):
+        text_column = _pick_column(columns, config.text_column, TEXT_COLUMNS, "text", config.dataset)
+    if shape == "labelled":
+        label_column = _pick_column(columns, config.label_column, LABEL_COLUMNS, "label", config.dataset)
+        num_labels, label2id = _infer_label_space(train_split, label_column, config.dataset)
+        names = _names_of(train_split, label_column, label2id, num_labels)
+        template = REVIEW_TEMPLATE if config.is_demo_data else LABELLED_TEMPLATE
+        labels = (label_column, names, template)
+    wanted = {
+        "documents": [text_column],
+        "labelled": [text_column, labels[0] if labels else ""],
+        "pairs": [PROMPT_COLUMN, COMPLETION_COLUMN],
+        "messages": [MESSAGES_COLUMN],
+    }[shape]
+    for name, split in ((config.test_split, test_split),):
+        missing = [column for column in wanted if column not in split.column_names]
+        if missing:
+            raise UserError(
+                f"split {name!r} of dataset {config.dataset} has no column {missing[0]!r}; "
+                f"its columns are: {', '.join(split.column_names)}"
+            )
+    num_train, num_test = default_subset(config)
+    counts = (config.num_train or num_train, config.num_test or num_test)
+
+    def selected(split, count: int, name: str) -> CompletionSplit:
+        rows = _select(split, count, config.seed, name, config.dataset)
+        if labels is not None:  # class ids, whatever the column holds (names or ids)
+            ids = _label_ids(rows[labels[0]], label2id, len(labels[1]), config.dataset)
+            rows = rows.remove_columns(labels[0]).add_column(labels[0], ids.tolist())
+        examples = examples_from_rows(rows[:], shape, text_column, tokenizer, config.dataset, labels)
+        return CompletionSplit(examples, np.asarray(rows[ROW_COLUMN], dtype=np.int64))
+
+    train = selected(train_split, counts[0], config.train_split)
+    test = selected(test_split, counts[1], config.test_split)
+    full_train = selected(train_split, len(train_split), config.train_split) if include_full_train else None
+    fraction = config.corruption_fraction if shape != "documents" else None  # a document has no prompt to keep
+    donors = swap_completions(train.examples, fraction, config.seed)
+    return PreparedCompletions(train, test, donors, shape, full_train)
+
+
+def _names_of(split, label_column: str, label2id: dict[str, int], num_labels: int) -> list[str]:
+    """Class names: the dataset's ClassLabel names, its text labels, or ``class i``."""
+    feature = split.features.get(label_column)
+    if hasattr(feature, "names"):
+        return list(feature.names)
+    if label2id:
+        return [name for name, _ in sorted(label2id.items(), key=lambda item: item[1])]
+    return [f"class {i}" for i in range(num_labels)]

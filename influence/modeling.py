@@ -1,4 +1,4 @@
-"""Loading a Hugging Face sequence classifier and its tokenizer, and naming the device.
+"""Loading a Hugging Face sequence classifier or causal LM and its tokenizer, and naming the device.
 
 Local folders and hub ids go through the same ``from_pretrained`` calls; safetensors
 weights are preferred, remote code runs only when asked for. Failures become one-line
@@ -11,11 +11,13 @@ import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
 
 from job.errors import UserError
+from job.options import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 
 DEVICE_HELP = "use auto, cpu, cuda or cuda:N"
 
@@ -53,6 +55,7 @@ class LoadedModel:
     model: nn.Module
     tokenizer: object
     source: str
+    task: str = TASK_CLASSIFICATION
 
     @property
     def num_labels(self) -> int:
@@ -75,9 +78,21 @@ def quiet_libraries() -> None:
     datasets.utils.logging.set_verbosity_error()
 
 
-def load_classifier(spec: str, *, trust_remote_code: bool, device: torch.device) -> LoadedModel:
-    """AutoModelForSequenceClassification + AutoTokenizer from a folder or a hub id."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+def model_task(source: str, *, trust_remote_code: bool) -> str:
+    """``causal-lm`` when the saved model is one transformers loads as a causal LM (its config names a
+    ``*ForCausalLM`` or ``*LMHeadModel`` architecture), ``classification`` otherwise."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    architectures = getattr(config, "architectures", None) or []
+    causal = any(name.endswith(("ForCausalLM", "LMHeadModel")) for name in architectures)
+    return TASK_CAUSAL_LM if causal else TASK_CLASSIFICATION
+
+
+def load_model(spec: str, *, task: Optional[str], trust_remote_code: bool, device: torch.device) -> LoadedModel:
+    """AutoModelForSequenceClassification or AutoModelForCausalLM (``task``; None: as the model's config
+    says) + AutoTokenizer, from a folder or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     quiet_libraries()
     local = Path(spec).expanduser()
@@ -90,8 +105,10 @@ def load_classifier(spec: str, *, trust_remote_code: bool, device: torch.device)
     else:
         source = spec
     try:
+        task = task or model_task(source, trust_remote_code=trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
-        model = AutoModelForSequenceClassification.from_pretrained(source, trust_remote_code=trust_remote_code)
+        auto = AutoModelForCausalLM if task == TASK_CAUSAL_LM else AutoModelForSequenceClassification
+        model = auto.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as error:
         raise UserError(_explain_load_failure("model", spec, source is spec, error)) from None
     model.to(device).eval()
@@ -101,7 +118,7 @@ def load_classifier(spec: str, *, trust_remote_code: bool, device: torch.device)
         tokenizer.pad_token = tokenizer.eos_token
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model, tokenizer, spec)
+    return LoadedModel(model, tokenizer, spec, task)
 
 
 def _explain_load_failure(kind: str, spec: str, from_hub: bool, error: Exception) -> str:

@@ -15,39 +15,64 @@ from typing import Optional
 import numpy as np
 import torch
 
-from influence.data import PreparedData, SplitSelection, prepare_data
+from influence.completions import Tokenized, lm_batches, token_table, tokenize_all
+from influence.data import (
+    CompletionSplit,
+    PreparedCompletions,
+    PreparedData,
+    SplitSelection,
+    prepare_completions,
+    prepare_data,
+)
 from influence.ekfac import EkfacInfluence
 from influence.layers import LayerSelectionError
 from influence.modeling import (
     LoadedModel,
     hub_offline,
-    load_classifier,
+    load_model,
     quiet_libraries,
     resolve_device,
     weights_fingerprint,
 )
-from job.config import DEMO, RunConfig
+from influence.task import LABEL_KEY
+from job.config import DEMO, DEMO_LM, RunConfig
 from job.errors import UserError
+from job.options import TASK_CAUSAL_LM
 from job.progress import ProgressCallback
-from store.layout import VARIANT_CLEAN, ExampleTable, LayerInfo, StoreLayout
+from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED, CompletionTable, ExampleTable, LayerInfo, StoreLayout
+
+CLASSIFICATION_LABEL_KEYS = {VARIANT_CLEAN: LABEL_KEY, VARIANT_CORRUPTED: "corrupted_labels"}
 
 
 @dataclass
 class Analysis:
-    """Everything a run needs, prepared before the store is opened."""
+    """Everything a run needs, prepared before the store is opened.
+
+    ``train_batches`` per variant: a classifier's variants share one list (the corrupted labels
+    ride along as ``corrupted_labels``); a causal LM's corrupted variant has other completion
+    tokens, so batches of its own, scored under ``labels``.
+    """
 
     config: RunConfig
     loaded: LoadedModel
-    data: PreparedData
+    data: PreparedData | PreparedCompletions
     label_names: list[str]
     engines: dict[str, EkfacInfluence]  # one per factor variant
-    train_batches: list[dict[str, torch.Tensor]]
+    train_batches: dict[str, list[dict[str, torch.Tensor]]]
     test_batches: list[dict[str, torch.Tensor]]
     layout: StoreLayout
 
     @property
     def engine(self) -> EkfacInfluence:
         return self.engines[VARIANT_CLEAN]
+
+    @property
+    def shares_batches(self) -> bool:
+        """Whether every variant scores the same batches (a classifier), so one pass serves them all."""
+        return not self.layout.is_causal_lm
+
+    def label_key(self, variant: str) -> str:
+        return LABEL_KEY if self.layout.is_causal_lm else CLASSIFICATION_LABEL_KEYS[variant]
 
 
 # --------------------------------------------------------------------- prepare
@@ -76,16 +101,21 @@ def _label_names(loaded: LoadedModel, data: PreparedData) -> list[str]:
     return names
 
 
-def _data_fingerprint(data: PreparedData, config: RunConfig, tokenizer) -> str:
+def _data_fingerprint(layout_tables: tuple[ExampleTable, ExampleTable], config: RunConfig, tokenizer) -> str:
+    """What the analysed examples are: texts, labels (or completions and tokens), rows, corruption."""
     digest = hashlib.sha256()
     digest.update(repr((config.max_length, type(tokenizer).__name__, len(tokenizer))).encode())
-    for selection in (data.train, data.test):
-        for text in selection.texts:
+    for table in layout_tables:
+        for text in table.text:
             digest.update(text.encode())
             digest.update(b"\0")
-        digest.update(selection.labels.tobytes())
-        digest.update(selection.dataset_index.tobytes())
-    digest.update(data.corrupted_labels.tobytes())
+        for array in (table.label, table.dataset_index, table.corrupted_label):
+            digest.update(np.ascontiguousarray(array).tobytes())
+        if table.completions is not None:
+            for column in (table.completions.completion, table.completions.corrupted_completion):
+                digest.update("\0".join(column).encode())
+            digest.update(table.completions.token_ids.tobytes())
+            digest.update(table.completions.completion_mask.tobytes())
     return digest.hexdigest()
 
 
@@ -103,9 +133,25 @@ def _library_versions() -> dict[str, str]:
 
 def _load_model_and_data(
     config: RunConfig, device: torch.device, progress: Optional[ProgressCallback], cancel: Optional[threading.Event]
-) -> tuple[LoadedModel, PreparedData]:
+) -> tuple[LoadedModel, PreparedData | PreparedCompletions]:
+    task = config.engine.task
+    if config.model == DEMO_LM:
+        from influence.demo.lm import ensure_demo_lm
+
+        completions = prepare_completions(config, tokenizer=None, include_full_train=True)
+        assert completions.full_train is not None
+        folder = ensure_demo_lm(
+            completions.full_train.examples,
+            max_length=config.max_length,
+            seed=config.seed,
+            progress=progress,
+            cancel=cancel,
+        )
+        return load_model(str(folder), task=TASK_CAUSAL_LM, trust_remote_code=False, device=device), completions
     if config.model != DEMO:
-        loaded = load_classifier(config.model, trust_remote_code=config.trust_remote_code, device=device)
+        loaded = load_model(config.model, task=task, trust_remote_code=config.trust_remote_code, device=device)
+        if loaded.task == TASK_CAUSAL_LM:
+            return loaded, prepare_completions(config, loaded.tokenizer)
         return loaded, prepare_data(config, loaded.num_labels, dict(loaded.model.config.label2id))
     from influence.demo.model import ensure_demo_model
 
@@ -120,7 +166,62 @@ def _load_model_and_data(
         progress=progress,
         cancel=cancel,
     )
-    return load_classifier(str(folder), trust_remote_code=False, device=device), data
+    return load_model(str(folder), task=task, trust_remote_code=False, device=device), data
+
+
+def _completion_table(
+    split: CompletionSplit, tokenized: list[Tokenized], corrupted_completions: list[str]
+) -> CompletionTable:
+    ids, mask = token_table(tokenized)
+    prompts = [example.prompt for example in split.examples]
+    completions = [example.completion for example in split.examples]
+    return CompletionTable(prompts, completions, corrupted_completions, ids, mask)
+
+
+def _classification_parts(
+    config: RunConfig, loaded: LoadedModel, data: PreparedData
+) -> tuple[dict[str, list], list, ExampleTable, ExampleTable, list[str]]:
+    corrupted = data.corrupted_labels if config.corrupt is not None else None
+    train = tokenized_batches(loaded.tokenizer, data.train, corrupted, config.batch_size, config.max_length)
+    test = tokenized_batches(loaded.tokenizer, data.test, None, config.batch_size, config.max_length)
+    tables = (
+        ExampleTable(data.train.texts, data.train.labels, data.train.dataset_index, data.corrupted_labels),
+        ExampleTable(data.test.texts, data.test.labels, data.test.dataset_index, data.test.labels),
+    )
+    return {variant: train for variant in config.variants}, test, *tables, _label_names(loaded, data)
+
+
+def _completion_parts(
+    config: RunConfig, loaded: LoadedModel, data: PreparedCompletions, variants: list[str]
+) -> tuple[dict[str, list], list, ExampleTable, ExampleTable, list[str]]:
+    tokenizer, size, length = loaded.tokenizer, config.batch_size, config.max_length
+    train_tokens = tokenize_all(data.train.examples, tokenizer, length)
+    test_tokens = tokenize_all(data.test.examples, tokenizer, length)
+    batches = {VARIANT_CLEAN: lm_batches(train_tokens, tokenizer.pad_token_id, size)}
+    if VARIANT_CORRUPTED in variants:
+        corrupted_tokens = tokenize_all(data.corrupted_train, tokenizer, length)
+        batches[VARIANT_CORRUPTED] = lm_batches(corrupted_tokens, tokenizer.pad_token_id, size)
+    test = lm_batches(test_tokens, tokenizer.pad_token_id, size)
+    train_completions = [example.completion for example in data.corrupted_train]
+    test_completions = [example.completion for example in data.test.examples]
+    n_train, n_test = len(data.train), len(data.test)
+    tables = (
+        ExampleTable(
+            [example.text for example in data.train.examples],
+            np.arange(n_train, dtype=np.int64),
+            data.train.dataset_index,
+            data.donors,
+            _completion_table(data.train, train_tokens, train_completions),
+        ),
+        ExampleTable(
+            [example.text for example in data.test.examples],
+            np.arange(n_test, dtype=np.int64),
+            data.test.dataset_index,
+            np.arange(n_test, dtype=np.int64),
+            _completion_table(data.test, test_tokens, test_completions),
+        ),
+    )
+    return batches, test, *tables, []
 
 
 def _check_preset_sources(config: RunConfig) -> None:
@@ -147,6 +248,13 @@ def _check_preset_sources(config: RunConfig) -> None:
         )
 
 
+def _variants(config: RunConfig, data: PreparedData | PreparedCompletions) -> list[str]:
+    """The config's variants; a causal LM's documents have no prompt to keep, so no corrupted variant."""
+    if isinstance(data, PreparedCompletions) and data.shape == "documents":
+        return [VARIANT_CLEAN]
+    return config.variants
+
+
 def prepare(
     config: RunConfig,
     progress: Optional[ProgressCallback] = None,
@@ -157,23 +265,26 @@ def prepare(
     if config.preset and hub_offline():
         _check_preset_sources(config)
     loaded, data = _load_model_and_data(config, device, progress, cancel)
+    variants = _variants(config, data)
+    options = config.engine.replace(task=loaded.task)
+    factor_variants = [v for v in variants if v == VARIANT_CLEAN or options.for_task(loaded.task).fisher == "empirical"]
     try:
         engines = {
-            variant: EkfacInfluence(loaded.model, config.layers, config.engine, seed=config.seed)
-            for variant in config.factor_variants
+            variant: EkfacInfluence(loaded.model, config.layers, options, seed=config.seed)
+            for variant in factor_variants
         }
     except LayerSelectionError as error:
         raise UserError(str(error)) from None
-    corrupted = data.corrupted_labels if config.corrupt is not None else None
-    train_batches = tokenized_batches(loaded.tokenizer, data.train, corrupted, config.batch_size, config.max_length)
-    test_batches = tokenized_batches(loaded.tokenizer, data.test, None, config.batch_size, config.max_length)
-    label_names = _label_names(loaded, data)
+    if isinstance(data, PreparedCompletions):
+        train_batches, test_batches, train, test, label_names = _completion_parts(config, loaded, data, variants)
+    else:
+        train_batches, test_batches, train, test, label_names = _classification_parts(config, loaded, data)
     engine = engines[VARIANT_CLEAN]
     settings = config.analysis_settings()
     # The engine's options as resolved for the model (its task, its Fisher), so that the store says what ran.
     settings.update(
-        num_train=len(data.train),
-        num_test=len(data.test),
+        num_train=len(train),
+        num_test=len(test),
         layers=engine.layer_names,
         engine=engine.options.analysis_settings(),
     )
@@ -181,17 +292,18 @@ def prepare(
         config=settings,
         library_versions=_library_versions(),
         model_fingerprint=weights_fingerprint(loaded.model),
-        data_fingerprint=_data_fingerprint(data, config, loaded.tokenizer),
+        data_fingerprint=_data_fingerprint((train, test), config, loaded.tokenizer),
         label_names=label_names,
         layers=[LayerInfo(t.name, t.in_features, t.out_features, t.has_bias, t.kind) for t in engine.layers],
-        train=ExampleTable(data.train.texts, data.train.labels, data.train.dataset_index, data.corrupted_labels),
-        test=ExampleTable(data.test.texts, data.test.labels, data.test.dataset_index, data.test.labels),
-        variants=config.variants,
-        factor_variants=config.factor_variants,
+        train=train,
+        test=test,
+        variants=variants,
+        factor_variants=factor_variants,
         regularizations=config.regularizations,
         main_regularization=config.regularization,
         factor_dtype=str(engine.factor_dtype).removeprefix("torch."),
         score_block=config.score_block,
+        task=loaded.task,
     )
     return Analysis(config, loaded, data, label_names, engines, train_batches, test_batches, layout)
 

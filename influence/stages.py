@@ -19,35 +19,21 @@ from influence.caches import TrainCache
 from influence.ekfac import EkfacInfluence, Queries, ScoreBatch
 from influence.journal import PassControl
 from influence.memory import cache_budget, check_query_memory
+from influence.predictions import (
+    INFERENCE_BATCH,
+    class_probabilities,
+    classification_metrics,
+    completion_metrics,
+    greedy_completions,
+    token_losses,
+)
 from influence.preparation import Analysis, run_fingerprint, tokenized_batches
 from influence.recording import StageRecorder, StoreJournal, numpy_of
-from job.progress import ProgressCallback, ProgressEvent, check_cancel
+from job.progress import ProgressCallback, ProgressEvent
 from job.stages import STAGE_PREDICTIONS, STAGE_QUERIES, STAGE_SCORES, STATUS_RUNNING
 from store.layout import VARIANT_CLEAN
 from store.schema import stage_key
 from store.writer import StoreWriter
-
-LABEL_KEYS = {"clean": "labels", "corrupted": "corrupted_labels"}
-INFERENCE_BATCH = 64  # examples per forward pass when only predictions are needed
-
-
-def classification_metrics(labels: np.ndarray, predictions: np.ndarray, num_labels: int) -> dict:
-    """Accuracy, F1 (of class 1 for binary tasks, as sklearn's default; macro otherwise), confusion."""
-    confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    np.add.at(confusion, (labels, predictions), 1)
-    true_pos = np.diag(confusion).astype(float)
-    precision = np.divide(true_pos, confusion.sum(0), out=np.zeros(num_labels), where=confusion.sum(0) > 0)
-    recall = np.divide(true_pos, confusion.sum(1), out=np.zeros(num_labels), where=confusion.sum(1) > 0)
-    denominator = precision + recall
-    f1 = np.divide(2 * precision * recall, denominator, out=np.zeros(num_labels), where=denominator > 0)
-    return {
-        "accuracy": float((labels == predictions).mean()),
-        "f1": float(f1[1] if num_labels == 2 else f1.mean()),
-        "f1_average": "binary (class 1)" if num_labels == 2 else "macro",
-        "f1_per_class": f1.tolist(),
-        "confusion": confusion.tolist(),
-        "count": int(len(labels)),
-    }
 
 
 class StageRunner:
@@ -67,8 +53,10 @@ class StageRunner:
         self.cancel = cancel
         self.config = analysis.config
         self.layout = analysis.layout
-        budget = cache_budget(analysis.engine) // len(analysis.engines)
-        self.caches = {variant: TrainCache(budget) for variant in analysis.engines}
+        # One cache per set of training batches: a causal LM's corrupted variant has batches of its own.
+        keyed = analysis.layout.variants if not analysis.shares_batches else analysis.engines
+        budget = cache_budget(analysis.engine) // len(keyed)
+        self.caches = {variant: TrainCache(budget) for variant in keyed}
 
     def _renamed(self, variant: str, offset: int = 0, total: Optional[int] = None) -> Optional[ProgressCallback]:
         """Engine progress events under this run's stage keys (the variant's suffix included),
@@ -85,9 +73,25 @@ class StageRunner:
 
     # ------------------------------------------------------------- predictions
     def predictions(self) -> None:
+        """What the model says of every example (``influence.predictions``), and the test metrics."""
         key = STAGE_PREDICTIONS
         if self.recorder.is_done(key):
             return
+        if self.layout.is_causal_lm:
+            self._completion_predictions(key)
+        else:
+            self._class_predictions(key)
+
+    def _counter(self, key: str, total: int, unit: str):
+        done = [0]
+
+        def step() -> None:
+            done[0] += 1
+            self.recorder.report(key, done[0], total, unit)
+
+        return step
+
+    def _class_predictions(self, key: str) -> None:
         # Larger batches than the analysis uses: without a backward pass, bigger is faster.
         tokenizer, data, max_length = self.analysis.loaded.tokenizer, self.analysis.data, self.config.max_length
         batches = {
@@ -95,26 +99,45 @@ class StageRunner:
             "test": tokenized_batches(tokenizer, data.test, None, INFERENCE_BATCH, max_length),
         }
         total = sum(len(b) for b in batches.values())
-        model = self.analysis.loaded.model
+        model, device = self.analysis.loaded.model, self.analysis.engine.device
         with self.recorder.stage(key, total, "batches"):
-            done = 0
+            step = self._counter(key, total, "batches")
             for split, split_batches in batches.items():
-                probabilities = []
-                for batch in split_batches:
-                    check_cancel(self.cancel)
-                    inputs = {k: v.to(self.analysis.engine.device) for k, v in batch.items() if "labels" not in k}
-                    with torch.no_grad():
-                        logits = model(**inputs).logits
-                    probabilities.append(torch.softmax(logits.float(), dim=1).cpu())
-                    done += 1
-                    self.recorder.report(key, done, total, "batches")
-                probs = torch.cat(probabilities).numpy()
+                probs = class_probabilities(model, split_batches, device, self.cancel, step)
                 self.writer.write_predictions(split, probs.argmax(axis=1).astype(np.int64), probs)
                 if split == "test":
                     labels = self.layout.test.label
                     self.writer.write_metrics(
                         classification_metrics(labels, probs.argmax(axis=1), len(self.analysis.label_names))
                     )
+
+    def _completion_predictions(self, key: str) -> None:
+        """Every example's completion loss; each query's token losses and greedy completion."""
+        analysis = self.analysis
+        model, tokenizer, device = analysis.loaded.model, analysis.loaded.tokenizer, analysis.engine.device
+        train, test = self.layout.train.completions, self.layout.test.completions
+        total = len(analysis.train_batches[VARIANT_CLEAN]) + len(analysis.test_batches) + self.layout.n_test
+        with self.recorder.stage(key, total, "steps"):
+            step = self._counter(key, total, "steps")
+            train_losses = token_losses(
+                model, analysis.train_batches[VARIANT_CLEAN], train.sequence_length, device, self.cancel, step
+            )
+            self.writer.write_completion_predictions("train", np.nansum(train_losses, axis=1))
+            losses = token_losses(model, analysis.test_batches, test.sequence_length, device, self.cancel, step)
+            generated = greedy_completions(
+                model,
+                tokenizer,
+                test.token_ids,
+                test.completion_mask,
+                self.config.max_new_tokens,
+                device,
+                self.cancel,
+                step,
+            )
+            sums = np.nansum(losses, axis=1)
+            self.writer.write_completion_predictions("test", sums, losses, generated.text, generated.exact_match)
+            tokens = np.isfinite(losses).sum(axis=1)
+            self.writer.write_metrics(completion_metrics(sums, tokens, generated.exact_match))
 
     # ----------------------------------------------------------------- factors
     def fit(self, variant: str) -> EkfacInfluence:
@@ -129,9 +152,9 @@ class StageRunner:
             engine.device,
         )
         return engine.fit(
-            self.analysis.train_batches,
+            self.analysis.train_batches[variant],
             journal=journal,
-            label_key=LABEL_KEYS[variant],
+            label_key=self.analysis.label_key(variant),
             cache=self.caches[variant],
             progress=self._renamed(variant),
             cancel=self.cancel,
@@ -161,28 +184,34 @@ class StageRunner:
     def _score_stream(
         self, engines: dict[str, EkfacInfluence], queries: dict[str, Queries], start: int, stop: int
     ) -> Iterator[ScoreBatch]:
-        """Training batches [start, stop) scored for every variant (axis 0), in one pass when the
-        factors are shared; batch indices stay those of the whole training set."""
-        regs = self.layout.regularizations
-        batches = self.analysis.train_batches[:stop]
+        """Training batches [start, stop) scored for every variant (axis 0): in one pass when the variants
+        share their batches and factors (a classifier's exact or sampled Fisher), else in lockstep;
+        batch indices stay those of the whole training set."""
+        regs, layout, analysis = self.layout.regularizations, self.layout, self.analysis
         control = PassControl(start_batch=start, cancel=self.cancel)
-        if len(engines) == 1:
-            label_keys = [LABEL_KEYS[v] for v in self.layout.variants]
+        if analysis.shares_batches and len(engines) == 1:
             yield from engines[VARIANT_CLEAN].iter_scores(
                 queries[VARIANT_CLEAN],
-                batches,
+                analysis.train_batches[VARIANT_CLEAN][:stop],
                 regs,
-                label_keys=label_keys,
+                label_keys=[analysis.label_key(v) for v in layout.variants],
                 cache=self.caches[VARIANT_CLEAN],
                 control=control,
             )
             return
-        streams = [
-            engines[v].iter_scores(
-                queries[v], batches, regs, label_keys=[LABEL_KEYS[v]], cache=self.caches[v], control=control
+        streams = []
+        for variant in layout.variants:
+            own = layout.factor_variant_of(variant)
+            streams.append(
+                engines[own].iter_scores(
+                    queries[own],
+                    analysis.train_batches[variant][:stop],
+                    regs,
+                    label_keys=[analysis.label_key(variant)],
+                    cache=self.caches.get(variant, self.caches.get(own)),
+                    control=control,
+                )
             )
-            for v in self.layout.variants
-        ]
         for parts in zip(*streams):
             yield ScoreBatch(
                 parts[0].index,

@@ -14,7 +14,7 @@ from typing import NoReturn, Optional, Sequence
 
 from job.config import DEFAULT_REGULARIZATION, DEFAULT_SWEEP, PRESETS, RunConfig
 from job.errors import EXIT_USAGE, UserError
-from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, EngineOptions
+from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, TASKS, EngineOptions
 
 PROG = "influence-explorer"
 STORE_SUFFIXES = (".h5", ".hdf5")
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--export", metavar="OUT/", help="headless: compute, then write the store and CSV/JSON tables to OUT/"
     )
     data = parser.add_argument_group("model and data")
-    data.add_argument("--model", help="hub id or local folder; 'demo' = the built-in classifier")
+    data.add_argument(
+        "--model", help="hub id or local folder; 'demo' = the built-in classifier, 'demo-lm' = the built-in causal LM"
+    )
     data.add_argument("--dataset", help="hub id, save_to_disk folder, CSV/JSON/JSONL/Parquet file or folder; 'demo'")
     data.add_argument("--text-column")
     data.add_argument("--label-column")
@@ -67,13 +69,19 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=int)
     data.add_argument("--max-length", type=int, metavar="L")
     data.add_argument("--batch-size", type=int, metavar="B")
+    data.add_argument(
+        "--max-new-tokens", type=int, metavar="N", help="a causal LM's greedy completion of each query (default 16)"
+    )
     data.add_argument("--trust-remote-code", action="store_true", default=None)
     data.add_argument("--corrupt", metavar="all|FRACTION|none", help="flip all or a seeded fraction of training labels")
     engine = parser.add_argument_group("influence")
     engine.add_argument(
         "--layers", type=_name_list, metavar="NAMES", help="comma-separated module names or glob patterns"
     )
-    engine.add_argument("--fisher", choices=FISHER_KINDS)
+    engine.add_argument(
+        "--task", choices=TASKS, help="what the model is (default: as its config says: *ForCausalLM is causal-lm)"
+    )
+    engine.add_argument("--fisher", choices=FISHER_KINDS, help="default: exact for classifiers, sampled for causal LMs")
     engine.add_argument("--mode", choices=MODES)
     engine.add_argument(
         "--autocast", choices=AUTOCAST_DTYPES, help="forward passes in bf16 (factors and scores stay float32)"
@@ -114,6 +122,7 @@ CONFIG_OPTIONS = (
     "seed",
     "max_length",
     "batch_size",
+    "max_new_tokens",
     "trust_remote_code",
     "layers",
     "regularization",
@@ -123,7 +132,7 @@ CONFIG_OPTIONS = (
     "checkpoint_seconds",
     "export",
 )
-ENGINE_OPTIONS = ("fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
+ENGINE_OPTIONS = ("task", "fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -19,12 +19,14 @@ from job.errors import UserError
 from job.options import EngineOptions
 
 DEMO = "demo"
+DEMO_LM = "demo-lm"  # the demo's causal LM, trained on the data's prompts and completions
 DEFAULT_STORE_NAME = "influence.h5"
 CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests point it at a temporary one)
 DEFAULT_REGULARIZATION = 1e-5
 DEFAULT_SWEEP = (1e-9, 1e-7, 1e-5, 1e-3, 1e-1)
 SCORE_BLOCK_TARGET = 64  # train examples per scores write (rounded to whole batches)
 DEFAULT_CHECKPOINT_SECONDS = 30.0
+DEFAULT_MAX_NEW_TOKENS = 16  # a causal LM's greedy completion of each query
 
 # Fields that change the numbers: a store is reused only when all of them match.
 # Everything else (device, paths, checkpoint cadence) may differ between runs.
@@ -50,6 +52,7 @@ class RunConfig:
     seed: int = 42
     max_length: int = 128
     batch_size: int = 8
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     layers: Optional[list[str]] = None
     engine: EngineOptions = field(default_factory=EngineOptions)
     regularization: float = DEFAULT_REGULARIZATION
@@ -136,6 +139,8 @@ class RunConfig:
             raise UserError(f"--batch-size must be at least 1 (got {self.batch_size})")
         if self.max_length < 2:
             raise UserError(f"--max-length must be at least 2 (got {self.max_length})")
+        if self.max_new_tokens < 1:
+            raise UserError(f"--max-new-tokens must be at least 1 (got {self.max_new_tokens})")
         check_regularization(self.regularization, "--regularization")
         if not self.sweep:
             raise UserError("--sweep needs at least one value")

@@ -1,4 +1,5 @@
-"""``--export``: the tables a batch job leaves beside the store (summary.json and three CSV files).
+"""``--export``: the tables a batch job leaves beside the store (summary.json and three CSV files, and
+for a causal LM a fourth, its queries with their reference and greedy completions).
 
 Reads through StoreReader and ranks through store.analysis, so the numbers are the
 ones the terminal UI shows. Scores not computed yet (NaN) are left out. Pairs are
@@ -35,6 +36,7 @@ SUMMARY_FILE = "summary.json"
 TOP_FILE = "top_influences.csv"
 LAYERS_FILE = "layers.csv"
 REGULARIZATION_FILE = "regularization.csv"
+QUERIES_FILE = "queries.csv"
 HELPFUL, HARMFUL = "helpful", "harmful"
 PAIR_COLUMNS = [
     "variant",
@@ -46,7 +48,22 @@ PAIR_COLUMNS = [
     "train_index",
     "train_dataset_index",
 ]
-TOP_COLUMNS = PAIR_COLUMNS + ["influence", "relative_influence", "train_label", "train_label_used", "corrupted"]
+SCORE_COLUMNS = ["influence", "relative_influence"]
+# What a training example says: its label (a classifier) or its completion (a causal LM), clean and as used.
+TRAIN_COLUMNS = {
+    False: ["train_label", "train_label_used", "corrupted"],
+    True: ["train_completion", "train_completion_used", "corrupted"],
+}
+QUERY_COLUMNS = [
+    "test_index",
+    "test_dataset_index",
+    "prompt",
+    "reference",
+    "generated",
+    "completion_loss",
+    "completion_tokens",
+    "exact_match",
+]
 REGULARIZATION_COLUMNS = [
     "variant",
     "series",
@@ -113,23 +130,56 @@ def _top_pairs(
                         )
 
 
+def _train_cells(train, variant: str, n: int) -> list:
+    """A training example's label (or completion), the one the variant used, and whether they differ."""
+    corrupted = train.label[n] != train.corrupted_label[n]
+    used = variant == VARIANT_CORRUPTED
+    if train.completions is not None:
+        completions = train.completions
+        chosen = completions.corrupted_completion if used else completions.completion
+        return [completions.completion[n], chosen[n], _flag(corrupted)]
+    return [int(train.label[n]), int((train.corrupted_label if used else train.label)[n]), _flag(corrupted)]
+
+
 def _write_pairs(reader: StoreReader, out_dir: Path, k: int) -> list[Path]:
     train, test = reader.examples("train"), reader.examples("test")
     top_path, layers_path = out_dir / TOP_FILE, out_dir / LAYERS_FILE
     layer_names = [layer.name for layer in reader.layers]
     with open(top_path, "w", newline="") as top_file, open(layers_path, "w", newline="") as layers_file:
         top_csv, layers_csv = csv.writer(top_file), csv.writer(layers_file)
-        top_csv.writerow(TOP_COLUMNS)
+        top_csv.writerow(PAIR_COLUMNS + SCORE_COLUMNS + TRAIN_COLUMNS[reader.layout.is_causal_lm])
         layers_csv.writerow(PAIR_COLUMNS + layer_names + ["total"])
         for variant in reader.variants:
-            used = train.corrupted_label if variant == VARIANT_CORRUPTED else train.label
             for q, score, direction, rank, n, influence, relative, per_layer in _top_pairs(reader, variant, k):
                 pair = [variant, q, int(test.dataset_index[q]), score, direction, rank, n, int(train.dataset_index[n])]
-                corrupted = train.label[n] != train.corrupted_label[n]
                 scores = [_score(influence), _score(relative)]
-                top_csv.writerow(pair + scores + [int(train.label[n]), int(used[n]), _flag(corrupted)])
+                top_csv.writerow(pair + scores + _train_cells(train, variant, n))
                 layers_csv.writerow(pair + [_score(value) for value in per_layer] + [_score(influence)])
     return [top_path, layers_path]
+
+
+def _write_queries(reader: StoreReader, out_dir: Path) -> Path:
+    """A causal LM's queries: prompt, reference and greedy completion, the reference's loss, exact match."""
+    test = reader.examples("test")
+    completions = test.completions
+    path = out_dir / QUERIES_FILE
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(QUERY_COLUMNS)
+        for q in range(reader.n_test):
+            writer.writerow(
+                [
+                    q,
+                    int(test.dataset_index[q]),
+                    completions.prompt[q],
+                    completions.completion[q],
+                    completions.generated[q],
+                    _score(float(completions.completion_loss[q])),
+                    int(completions.completion_tokens[q]),
+                    int(test.prediction[q]) if test.prediction[q] >= 0 else "",
+                ]
+            )
+    return path
 
 
 def _write_regularization(reports: list[RegularizationReport], out_dir: Path) -> Path:
@@ -191,6 +241,7 @@ def _summary(reader: StoreReader, reports: list[RegularizationReport], k: int) -
         "library_versions": reader.library_versions,
         "model_fingerprint": reader.model_fingerprint,
         "data_fingerprint": reader.data_fingerprint,
+        "task": reader.task,
         "label_names": reader.label_names,
         "layers": [asdict(layer) for layer in reader.layers],
         "n_train": reader.n_train,
@@ -221,4 +272,7 @@ def export_tables(reader: StoreReader, out_dir: str | Path, k: int = 10) -> list
     reports = [regularization_report(reader, variant) for variant in reader.variants]
     summary_path = out_dir / SUMMARY_FILE
     summary_path.write_text(json.dumps(_jsonable(_summary(reader, reports, k)), indent=2, allow_nan=False) + "\n")
-    return [summary_path, *_write_pairs(reader, out_dir, k), _write_regularization(reports, out_dir)]
+    tables = [summary_path, *_write_pairs(reader, out_dir, k), _write_regularization(reports, out_dir)]
+    if reader.layout.is_causal_lm:
+        tables.append(_write_queries(reader, out_dir))
+    return tables

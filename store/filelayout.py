@@ -11,9 +11,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from job.options import TASK_CAUSAL_LM, TASK_CLASSIFICATION
 from store import h5io, stages
 from store.errors import StoreDamaged, StoreError, StoreNotFound, one_line, os_reason
-from store.layout import SPLITS, ExampleTable, LayerInfo, StoreLayout
+from store.layout import SPLITS, CompletionTable, ExampleTable, LayerInfo, StoreLayout
 from store.schema import (
     ATTR_CONFIG,
     ATTR_CREATED,
@@ -29,7 +30,10 @@ from store.schema import (
     ATTR_REGULARIZATION,
     ATTR_REGULARIZATIONS,
     ATTR_SCORE_BLOCK,
+    ATTR_TASK,
     ATTR_VARIANTS,
+    COMPLETION_TEXT_COLUMNS,
+    COMPLETION_TOKEN_COLUMNS,
     FORMAT_NAME,
     FORMAT_VERSION,
     LAYER_COLUMNS,
@@ -73,6 +77,11 @@ def _initial_data(layout: StoreLayout) -> dict[str, object]:
         data[examples_path(split, "text")] = np.array(table.text, dtype=object)
         for column in _TABLE_COLUMNS:
             data[examples_path(split, column)] = np.asarray(getattr(table, column), dtype=np.int64)
+        if table.completions is not None:
+            for column in COMPLETION_TEXT_COLUMNS:
+                data[examples_path(split, column)] = np.array(getattr(table.completions, column), dtype=object)
+            data[examples_path(split, "token_ids")] = table.completions.token_ids.astype(np.int32)
+            data[examples_path(split, "completion_mask")] = table.completions.completion_mask.astype(np.uint8)
     for column in LAYER_COLUMNS:
         values = [getattr(layer, column) for layer in layout.layers]
         data[layer_path(column)] = np.array(values, dtype=object if isinstance(values[0], str) else None)
@@ -84,7 +93,12 @@ def initial_size_estimate(layout: StoreLayout) -> int:
     """Bytes a new store takes before any result is written (generously: texts dominate)."""
     n = layout.n_train + layout.n_test
     text = sum(len(t.encode("utf-8")) for split in SPLITS for t in layout.split(split).text)
-    return text + n * (VLEN_OVERHEAD_BYTES + 3 * np.dtype(np.int64).itemsize) + METADATA_ALLOWANCE_BYTES
+    completions = 0
+    for split in SPLITS:
+        table = layout.split(split).completions
+        if table is not None:  # the texts again, in three columns, and two token arrays
+            completions += 3 * text // 2 + table.token_ids.size * 9 + len(table.prompt) * 3 * VLEN_OVERHEAD_BYTES
+    return text + completions + n * (VLEN_OVERHEAD_BYTES + 3 * np.dtype(np.int64).itemsize) + METADATA_ALLOWANCE_BYTES
 
 
 def write_new_store(file: h5py.File, layout: StoreLayout) -> None:
@@ -104,6 +118,7 @@ def write_new_store(file: h5py.File, layout: StoreLayout) -> None:
     attrs[ATTR_MAIN_REGULARIZATION] = np.float64(layout.main_regularization)
     attrs[ATTR_FACTOR_DTYPE] = layout.factor_dtype
     attrs[ATTR_SCORE_BLOCK] = np.int64(layout.score_block)
+    attrs[ATTR_TASK] = layout.task
     for spec in dataset_specs(layout):
         _create_dataset(file, spec)
     for path, values in _initial_data(layout).items():
@@ -130,10 +145,18 @@ def _strings(values) -> list[str]:
     return [value.decode("utf-8") if isinstance(value, bytes) else str(value) for value in np.atleast_1d(values)]
 
 
-def read_table(file: h5py.File, path: Path, split: str) -> ExampleTable:
+def read_table(file: h5py.File, path: Path, split: str, task: str) -> ExampleTable:
     text = _dataset(file, path, examples_path(split, "text")).asstr()[()]
     columns = {column: _dataset(file, path, examples_path(split, column))[()] for column in _TABLE_COLUMNS}
-    return ExampleTable(text=list(text), **columns)
+    completions = None
+    if task == TASK_CAUSAL_LM:
+        texts = {
+            column: list(_dataset(file, path, examples_path(split, column)).asstr()[()])
+            for column in COMPLETION_TEXT_COLUMNS
+        }
+        tokens = {column: _dataset(file, path, examples_path(split, column))[()] for column in COMPLETION_TOKEN_COLUMNS}
+        completions = CompletionTable(**texts, **tokens)
+    return ExampleTable(text=list(text), **columns, completions=completions)
 
 
 def read_layout(file: h5py.File, path: Path) -> StoreLayout:
@@ -158,6 +181,7 @@ def read_layout(file: h5py.File, path: Path) -> StoreLayout:
         library_versions = json.loads(_attr(file, path, ATTR_LIBRARY_VERSIONS))
     except json.JSONDecodeError as exc:
         raise StoreDamaged(path, f"unreadable JSON attribute: {exc}") from None
+    task = str(file.attrs.get(ATTR_TASK, TASK_CLASSIFICATION))
     return StoreLayout(
         config=config,
         library_versions=library_versions,
@@ -165,14 +189,15 @@ def read_layout(file: h5py.File, path: Path) -> StoreLayout:
         data_fingerprint=str(_attr(file, path, ATTR_DATA_FINGERPRINT)),
         label_names=_strings(_attr(file, path, ATTR_LABEL_NAMES)),
         layers=layers,
-        train=read_table(file, path, "train"),
-        test=read_table(file, path, "test"),
+        train=read_table(file, path, "train", task),
+        test=read_table(file, path, "test", task),
         variants=_strings(_attr(file, path, ATTR_VARIANTS)),
         factor_variants=_strings(_attr(file, path, ATTR_FACTOR_VARIANTS)),
         regularizations=[float(x) for x in np.atleast_1d(_attr(file, path, ATTR_REGULARIZATIONS))],
         main_regularization=float(_attr(file, path, ATTR_MAIN_REGULARIZATION)),
         factor_dtype=str(_attr(file, path, ATTR_FACTOR_DTYPE)),
         score_block=int(_attr(file, path, ATTR_SCORE_BLOCK)),
+        task=task,
     )
 
 

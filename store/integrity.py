@@ -58,7 +58,9 @@ def missing_data(file: h5py.File, layout: StoreLayout, key: str, completed: np.n
                     return f"{factor_path(variant, index, name)} was never written"
     elif stage == STAGE_PREDICTIONS:
         for split in SPLITS:
-            for column in ("prediction", "probabilities"):
+            lm = ("completion_loss",) + (("token_losses", "generated", "prediction") if split == "test" else ())
+            columns = lm if layout.is_causal_lm else ("prediction", "probabilities")
+            for column in columns:
                 if not is_written(file[examples_path(split, column)]):
                     return f"{examples_path(split, column)} was never written"
     elif stage == STAGE_SCORES:

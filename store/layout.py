@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from job.options import TASK_CAUSAL_LM, TASK_CLASSIFICATION, TASKS
+
 VARIANT_CLEAN = "clean"
 VARIANT_CORRUPTED = "corrupted"
 VARIANTS = (VARIANT_CLEAN, VARIANT_CORRUPTED)
@@ -22,13 +24,40 @@ SPLITS = ("train", "test")
 
 
 @dataclass(frozen=True)
+class CompletionTable:
+    """A causal LM's examples: the prompt and completion texts, and the tokens the model read.
+
+    ``corrupted_completion`` is what the corrupted variant puts in place of ``completion``
+    (the same for test examples); ``token_ids`` are right-padded with -1, and
+    ``completion_mask`` marks the tokens whose prediction enters the loss.
+    """
+
+    prompt: list[str]
+    completion: list[str]
+    corrupted_completion: list[str]
+    token_ids: np.ndarray  # (n, sequence_length) int32
+    completion_mask: np.ndarray  # (n, sequence_length) uint8
+
+    @property
+    def sequence_length(self) -> int:
+        return int(self.token_ids.shape[1])
+
+
+@dataclass(frozen=True)
 class ExampleTable:
-    """The examples of one split, in the order of the score matrices' axes."""
+    """The examples of one split, in the order of the score matrices' axes.
+
+    For a classifier ``label`` is the class. For a causal LM it is the example's own index
+    (its own completion) and ``corrupted_label`` the index of the training example whose
+    completion the corrupted variant gives it, so that "corrupted" reads the same for both
+    tasks: ``label != corrupted_label``; the texts are in ``completions``.
+    """
 
     text: list[str]
     label: np.ndarray
     dataset_index: np.ndarray
     corrupted_label: np.ndarray
+    completions: CompletionTable | None = None
 
     def __len__(self) -> int:
         return len(self.text)
@@ -68,6 +97,11 @@ class StoreLayout:
     main_regularization: float
     factor_dtype: str
     score_block: int
+    task: str = TASK_CLASSIFICATION
+
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.task == TASK_CAUSAL_LM
 
     @property
     def n_train(self) -> int:
@@ -155,7 +189,16 @@ def validate_layout(layout: StoreLayout) -> None:
         problems.append(f"factor_dtype must be one of {FACTOR_DTYPES}")
     if layout.score_block < 1:
         problems.append("score_block must be positive")
-    if len(layout.label_names) < 2:
+    if layout.task not in TASKS:
+        problems.append(f"task must be one of {TASKS}, not {layout.task!r}")
+    elif layout.is_causal_lm:
+        for name in SPLITS:
+            table = layout.split(name)
+            if table.completions is None or len(table.completions.completion) != len(table):
+                problems.append(f"{name}: a causal LM's examples need their completions")
+            elif table.completions.token_ids.shape != table.completions.completion_mask.shape:
+                problems.append(f"{name}: token_ids and completion_mask differ in shape")
+    elif len(layout.label_names) < 2:
         problems.append("label_names needs at least two classes")
     if problems:
         raise ValueError("invalid store layout: " + "; ".join(problems))
@@ -192,6 +235,15 @@ def _first_table_difference(stored: ExampleTable, requested: ExampleTable, where
     for i, (a, b) in enumerate(zip(stored.text, requested.text)):
         if a != b:
             return f"{where}.text[{i}] differs"
+    if (stored.completions is None) != (requested.completions is None):
+        return f"{where}.completions: one side has none"
+    if stored.completions is not None:
+        for column in ("prompt", "completion", "corrupted_completion"):
+            if getattr(stored.completions, column) != getattr(requested.completions, column):
+                return f"{where}.{column} differs"
+        for column in ("token_ids", "completion_mask"):
+            if not np.array_equal(getattr(stored.completions, column), getattr(requested.completions, column)):
+                return f"{where}.{column} differs"
     return None
 
 

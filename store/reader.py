@@ -41,8 +41,30 @@ _MARKERS = (COMPLETED_PATH, STAGES_PATH)
 
 
 @dataclass(frozen=True)
+class CompletionView:
+    """A causal LM's examples with the model's predictions (NaN, "" until written)."""
+
+    prompt: list[str]
+    completion: list[str]
+    corrupted_completion: list[str]
+    token_ids: np.ndarray  # (n, L), -1 past the end
+    completion_mask: np.ndarray  # (n, L)
+    completion_loss: np.ndarray  # (n,): Σ −log p over the completion tokens
+    token_losses: np.ndarray | None  # (n, L) for queries
+    generated: list[str] | None  # the greedy completion of each query
+
+    @property
+    def completion_tokens(self) -> np.ndarray:
+        return self.completion_mask.sum(axis=1)
+
+
+@dataclass(frozen=True)
 class ExampleView:
-    """The examples of one split with the model's predictions (-1 and NaN until written)."""
+    """The examples of one split with the model's predictions (-1 and NaN until written).
+
+    For a causal LM, ``prediction`` says whether the greedy completion reproduces the reference
+    (1/0) and ``completions`` holds the texts, tokens and losses; ``probabilities`` has no columns.
+    """
 
     text: list[str]
     label: np.ndarray
@@ -50,6 +72,7 @@ class ExampleView:
     dataset_index: np.ndarray
     prediction: np.ndarray
     probabilities: np.ndarray
+    completions: CompletionView | None = None
 
 
 def _identity(path: Path, swmr: bool) -> tuple:
@@ -212,8 +235,31 @@ class StoreReader:
                     dataset_index=table.dataset_index,
                     prediction=self._dataset(examples_path(split, "prediction"))[()],
                     probabilities=self._dataset(examples_path(split, "probabilities"))[()],
+                    completions=self._completions(split) if table.completions is not None else None,
                 )
             return self._examples[split]
+
+    def _completions(self, split: str) -> CompletionView:
+        table = self.layout.split(split).completions
+        test = split == "test"
+        generated = None
+        if test:
+            raw = self._dataset(examples_path(split, "generated"))[()]
+            generated = [value.decode("utf-8", "replace") for value in raw]
+        return CompletionView(
+            prompt=table.prompt,
+            completion=table.completion,
+            corrupted_completion=table.corrupted_completion,
+            token_ids=table.token_ids,
+            completion_mask=table.completion_mask,
+            completion_loss=self._dataset(examples_path(split, "completion_loss"))[()],
+            token_losses=self._dataset(examples_path(split, "token_losses"))[()] if test else None,
+            generated=generated,
+        )
+
+    @property
+    def task(self) -> str:
+        return self.layout.task
 
     def metrics(self) -> dict | None:
         with self._reading("the metrics"):

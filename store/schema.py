@@ -18,7 +18,9 @@ from store.errors import StoreVersionError
 from store.layout import SPLITS, VARIANT_CLEAN, LayerInfo, StoreLayout
 
 FORMAT_NAME = "influence-explorer"
-FORMAT_VERSION = "1.1"  # 1.1: the engine options under config["engine"]; covariances stored as means
+# 1.1: the engine options under config["engine"]; covariances stored as means.
+# 1.2: the task (classification or causal LM) and, for causal LMs, the completions and their tokens.
+FORMAT_VERSION = "1.2"
 
 STAGE_VARIANT_SEPARATOR = ":"
 
@@ -37,6 +39,10 @@ assert tuple(STAGE_FACTORS) == FACTOR_STAGES
 FACTOR_NAMES = tuple(name for names in STAGE_FACTORS.values() for name in names)
 SCORE_NAMES = ("total", "layers", "train_self", "test_self")
 EXAMPLE_COLUMNS = ("text", "label", "corrupted_label", "dataset_index", "prediction", "probabilities")
+# A causal LM's examples (format 1.2): written at creation, then its predictions.
+COMPLETION_TEXT_COLUMNS = ("prompt", "completion", "corrupted_completion")
+COMPLETION_TOKEN_COLUMNS = ("token_ids", "completion_mask")
+GENERATED_BYTES = 1024  # the greedy completion of a query, UTF-8, cut at a character boundary
 LAYER_COLUMNS = ("name", "kind", "in_features", "out_features", "has_bias")
 JSON_SLOTS = ("metrics", "summary")
 COUNT_COLUMNS = ("tokens", "examples")
@@ -56,6 +62,7 @@ ATTR_REGULARIZATIONS = "regularizations"
 ATTR_MAIN_REGULARIZATION = "main_regularization"
 ATTR_FACTOR_DTYPE = "factor_dtype"
 ATTR_SCORE_BLOCK = "score_block"
+ATTR_TASK = "task"  # absent before format 1.2: classification
 ATTR_REGULARIZATION = "regularization"  # on each /scores/{variant}/{k} group
 
 # Storage choices, measured in docs/store-format.md.
@@ -201,10 +208,32 @@ class DatasetSpec:
         return dtype_ok and shape_ok
 
 
+def _completion_specs(layout: StoreLayout, split: str) -> list[DatasetSpec]:
+    """A causal LM's completions and tokens (known at creation), and what the predictions stage writes:
+    each example's completion loss and, for queries, the loss of every token, the greedy completion,
+    and whether it reproduces the reference (the ``prediction`` column: 1, 0, -1 until written)."""
+    table = layout.split(split)
+    n, length = len(table), table.completions.sequence_length
+    specs = [DatasetSpec(examples_path(split, column), (n,), TEXT_DTYPE) for column in COMPLETION_TEXT_COLUMNS]
+    specs += [
+        DatasetSpec(examples_path(split, "token_ids"), (n, length), np.dtype(np.int32)),
+        DatasetSpec(examples_path(split, "completion_mask"), (n, length), np.dtype(np.uint8)),
+        DatasetSpec(examples_path(split, "completion_loss"), (n,), np.dtype(np.float32), fill=np.nan),
+    ]
+    if split == "test":
+        specs += [
+            DatasetSpec(examples_path(split, "token_losses"), (n, length), np.dtype(np.float32), fill=np.nan),
+            DatasetSpec(examples_path(split, "generated"), (n,), np.dtype(f"S{GENERATED_BYTES}")),
+        ]
+    return specs
+
+
 def _example_specs(layout: StoreLayout) -> list[DatasetSpec]:
     specs = []
     for split in SPLITS:
         n = len(layout.split(split))
+        if layout.is_causal_lm:
+            specs += _completion_specs(layout, split)
         specs += [
             DatasetSpec(examples_path(split, "text"), (n,), TEXT_DTYPE),
             DatasetSpec(examples_path(split, "label"), (n,), np.dtype(np.int64)),

@@ -38,7 +38,7 @@ class StageRecord:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def _fit(text: str, size: int) -> bytes:
+def fit_utf8(text: str, size: int) -> bytes:
     """UTF-8 bytes of ``text`` cut to ``size`` bytes without splitting a character."""
     return text.encode("utf-8")[:size].decode("utf-8", "ignore").encode("utf-8")
 
@@ -54,11 +54,11 @@ def encode(record: StageRecord) -> np.ndarray:
     row["status"] = record.status.encode("ascii")
     row["done"] = _MISSING_COUNT if record.done is None else record.done
     row["total"] = _MISSING_COUNT if record.total is None else record.total
-    row["unit"] = _fit(record.unit or "", UNIT_BYTES)
+    row["unit"] = fit_utf8(record.unit or "", UNIT_BYTES)
     row["started"] = math.nan if record.started is None else record.started
     row["finished"] = math.nan if record.finished is None else record.finished
     row["elapsed"] = record.elapsed
-    row["message"] = _fit(record.message, MESSAGE_BYTES)
+    row["message"] = fit_utf8(record.message, MESSAGE_BYTES)
     return row
 
 

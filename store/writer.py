@@ -40,6 +40,7 @@ from store.schema import (
     COMPLETED_PATH,
     COUNT_COLUMNS,
     FACTOR_NAMES,
+    GENERATED_BYTES,
     STAGES_PATH,
     counts_path,
     examples_path,
@@ -47,7 +48,7 @@ from store.schema import (
     factor_shape,
     score_path,
 )
-from store.stages import StageRecord
+from store.stages import StageRecord, fit_utf8
 
 TMP_SUFFIX = ".tmp"
 FREE_SPACE_FACTOR = 2  # room for the temporary file plus margin
@@ -262,6 +263,37 @@ class StoreWriter:
         with self._writing(f"write the {split} predictions", prediction.nbytes + probabilities.nbytes) as file:
             file[examples_path(split, "prediction")][...] = prediction
             file[examples_path(split, "probabilities")][...] = probabilities
+            file.flush()
+
+    def write_completion_predictions(
+        self,
+        split: str,
+        completion_loss: np.ndarray,
+        token_losses: np.ndarray | None = None,
+        generated: list[str] | None = None,
+        exact_match: np.ndarray | None = None,
+    ) -> None:
+        """A causal LM's predictions: every example's summed completion loss; for queries also the loss of
+        each token (aligned with ``token_ids``, NaN outside the completion), the greedy completion, and
+        whether it reproduces the reference (1/0, in the ``prediction`` column)."""
+        if not self.layout.is_causal_lm:
+            raise ValueError("completion predictions belong to a causal-LM store")
+        table = self.layout.split(split)
+        n = len(table)
+        arrays = {"completion_loss": _as_array(completion_loss, np.float32, (n,), f"{split} completion loss")}
+        if split == "test":
+            if token_losses is None or generated is None or exact_match is None:
+                raise ValueError("a query's predictions need its token losses, greedy completion and exact match")
+            shape = table.completions.token_ids.shape
+            arrays["token_losses"] = _as_array(token_losses, np.float32, shape, "token losses")
+            arrays["generated"] = np.array(
+                [fit_utf8(text, GENERATED_BYTES) for text in generated], dtype=f"S{GENERATED_BYTES}"
+            )
+            arrays["prediction"] = _as_array(exact_match, np.int64, (n,), "exact match")
+        nbytes = sum(array.nbytes for array in arrays.values())
+        with self._writing(f"write the {split} completion predictions", nbytes) as file:
+            for column, array in arrays.items():
+                file[examples_path(split, column)][...] = array
             file.flush()
 
     def write_metrics(self, metrics: dict) -> None:

@@ -9,7 +9,7 @@ from local_assets import IMDB
 
 from influence.demo.corpus import LABEL_NAMES, generate_corpus
 from influence.demo.model import ensure_demo_model
-from influence.modeling import load_classifier
+from influence.modeling import load_model
 from job.cli import main
 from job.config import DEMO_CORPUS_SIZE, RunConfig
 from store.reader import StoreReader
@@ -40,7 +40,7 @@ def test_the_demo_model_learns_the_demo_corpus():
         )
         == folder
     )
-    loaded = load_classifier(str(folder), trust_remote_code=False, device=torch.device("cpu"))
+    loaded = load_model(str(folder), task=None, trust_remote_code=False, device=torch.device("cpu"))
     encoded = loaded.tokenizer(
         [r.text for r in corpus.test], truncation=True, max_length=config.max_length, padding=True, return_tensors="pt"
     )

@@ -92,8 +92,8 @@ def test_store_scores_equal_the_engine_called_directly(assets, tmp_path):
     config = small_config(assets, num_train=16, num_test=4, store=str(tmp_path / "s.h5"), corrupt=None)
     run_pipeline(config)
     analysis = prepare(config)
-    engine = EkfacInfluence(analysis.loaded.model).fit(analysis.train_batches)
-    expected = engine.influences(analysis.test_batches, analysis.train_batches, regularization=1e-5)
+    engine = EkfacInfluence(analysis.loaded.model).fit(analysis.train_batches["clean"])
+    expected = engine.influences(analysis.test_batches, analysis.train_batches["clean"], regularization=1e-5)
     with StoreReader(config.store_path()) as reader:
         stored = reader.influence_matrix("clean", reader.main_regularization_index)
     np.testing.assert_allclose(stored, expected.numpy(), rtol=1e-4, atol=1e-6 * float(expected.abs().max()))
@@ -105,7 +105,7 @@ def test_the_stored_factors_read_with_h5py_alone_are_the_engines(assets, tmp_pat
     config = small_config(assets, num_train=16, num_test=4, store=str(tmp_path / "s.h5"), corrupt=None)
     run_pipeline(config)
     analysis = prepare(config)
-    engine = EkfacInfluence(analysis.loaded.model, keep_covariance=True).fit(analysis.train_batches)
+    engine = EkfacInfluence(analysis.loaded.model, keep_covariance=True).fit(analysis.train_batches["clean"])
     with h5py.File(config.store_path(), "r") as file:
         names = [name.decode() if isinstance(name, bytes) else name for name in file["/layers/name"][()]]
         assert names == engine.layer_names
@@ -179,7 +179,7 @@ def test_empirical_fisher_refits_the_factors_for_the_corrupted_labels(assets, tm
     )
     run_pipeline(config)
     analysis = prepare(config)
-    corrupted = [{**b, "labels": b["corrupted_labels"]} for b in analysis.train_batches]
+    corrupted = [{**b, "labels": b["corrupted_labels"]} for b in analysis.train_batches["clean"]]
     engine = EkfacInfluence(analysis.loaded.model, fisher="empirical").fit(corrupted)
     expected = engine.influences(analysis.test_batches, corrupted, regularization=1e-5)
     with StoreReader(config.store_path()) as reader:

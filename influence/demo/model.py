@@ -16,7 +16,7 @@ import threading
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -26,6 +26,8 @@ from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
 
 STAGE_TRAINING = "training"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# A causal LM's: padding, unknown, beginning and end of sequence; a text reads "<s> words".
+LM_SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>")
 MAX_TRAIN_EXAMPLES = 4000  # enough for the demo model to learn; keeps first runs short on real data
 
 
@@ -59,8 +61,9 @@ def fingerprint(
     return digest.hexdigest()[:16]
 
 
-def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSettings):
-    """A lower-cased word-level tokenizer over ``texts``, as a transformers fast tokenizer.
+def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSettings, causal: bool = False):
+    """A lower-cased word-level tokenizer over ``texts``, as a transformers fast tokenizer: BERT's
+    special tokens around a text for the classifier, ``<s>`` before it for a causal LM.
 
     The vocabulary is counted here rather than by the tokenizers library's trainer, whose
     order among equally frequent words changes from one process to the next: token ids,
@@ -75,23 +78,28 @@ def build_tokenizer(texts: Sequence[str], max_length: int, settings: DemoSetting
         word for text in texts for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))
     )
     frequent = sorted((w for w, c in counts.items() if c >= settings.min_frequency), key=lambda w: (-counts[w], w))
-    words = list(SPECIAL_TOKENS) + frequent[: settings.vocab_size - len(SPECIAL_TOKENS)]
-    core = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token="[UNK]"))
+    specials = LM_SPECIAL_TOKENS if causal else SPECIAL_TOKENS
+    words = list(specials) + frequent[: settings.vocab_size - len(specials)]
+    unknown = specials[1]
+    core = Tokenizer(models.WordLevel({word: i for i, word in enumerate(words)}, unk_token=unknown))
     core.normalizer = normalizer
     core.pre_tokenizer = pre_tokenizer
-    cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
-    core.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        unk_token="[UNK]",
-        pad_token="[PAD]",
-        cls_token="[CLS]",
-        sep_token="[SEP]",
-        mask_token="[MASK]",
-        model_max_length=max_length,
-    )
+    if causal:
+        core.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 2)])
+        tokens = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+    else:
+        cls_id, sep_id = core.token_to_id("[CLS]"), core.token_to_id("[SEP]")
+        core.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)]
+        )
+        tokens = {
+            "unk_token": "[UNK]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "sep_token": "[SEP]",
+            "mask_token": "[MASK]",
+        }
+    return PreTrainedTokenizerFast(tokenizer_object=core, model_max_length=max_length, **tokens)
 
 
 def build_model(vocab_size: int, label_names: Sequence[str], max_length: int, settings: DemoSettings):
@@ -163,14 +171,26 @@ def ensure_demo_model(
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
 ) -> Path:
-    """The folder of a demo model trained on (texts, labels): from the cache, or trained now.
-
-    Training writes into a temporary folder that is renamed into place when complete, so
-    an interrupted first run never leaves a half-written model behind.
-    """
+    """The folder of a demo model trained on (texts, labels): from the cache, or trained now."""
     texts, labels = list(texts[:MAX_TRAIN_EXAMPLES]), np.asarray(labels[:MAX_TRAIN_EXAMPLES])
+
+    def train() -> tuple:
+        tokenizer = build_tokenizer(texts, max_length, settings)
+        model = build_model(len(tokenizer), label_names, max_length, settings)
+        _train(model, tokenizer, texts, labels, max_length, seed, settings, progress, cancel)
+        return model, tokenizer
+
     key = fingerprint(texts, labels, len(label_names), max_length, seed, settings)
-    folder = cache_root() / "demo-models" / key
+    return cached_model("demo-models", key, seed, train)
+
+
+def cached_model(kind: str, key: str, seed: int, train: Callable[[], tuple]) -> Path:
+    """``cache_root()/kind/key``: there already, or ``train()``'s (model, tokenizer) saved there.
+
+    Saving goes into a temporary folder renamed into place when complete, so an interrupted
+    first run never leaves a half-written model behind.
+    """
+    folder = cache_root() / kind / key
     if (folder / "config.json").is_file():
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -178,9 +198,7 @@ def ensure_demo_model(
 
     quiet_libraries()
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(texts, max_length, settings)
-    model = build_model(len(tokenizer), label_names, max_length, settings)
-    _train(model, tokenizer, texts, labels, max_length, seed, settings, progress, cancel)
+    model, tokenizer = train()
     staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
     try:
         model.save_pretrained(staging)

@@ -1,0 +1,133 @@
+"""The demo causal LM: a tiny Llama-architecture model with its own word-level tokenizer.
+
+It is trained, the first time it is needed, on the chosen data's training examples as
+prompt → completion (the demo's reviews read "Review: … Sentiment:" → " positive"), the
+loss on the completion tokens only, then kept in the user cache under a fingerprint of its
+training data and settings, and saved with ``save_pretrained`` so that the analysis loads
+it through the same code as any causal LM. Deterministic the same way as the demo
+classifier: the vocabulary is counted, not trained, and every draw is seeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from influence.completions import Example, lm_batches, tokenize_all
+from influence.demo.model import STAGE_TRAINING, DemoSettings, build_tokenizer, cached_model
+from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
+
+MAX_TRAIN_EXAMPLES = 4000
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    """Everything that determines the trained weights (part of the cache fingerprint)."""
+
+    version: int = 1
+    vocab_size: int = 6000
+    min_frequency: int = 2
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    hidden: int = 128
+    epochs: int = 2
+    batch_size: int = 32
+    learning_rate: float = 3e-3
+    weight_decay: float = 0.01
+
+    @property
+    def tokenizer_settings(self) -> DemoSettings:
+        return DemoSettings(vocab_size=self.vocab_size, min_frequency=self.min_frequency)
+
+
+def fingerprint(examples: Sequence[Example], max_length: int, seed: int, settings: LMSettings) -> str:
+    digest = hashlib.sha256()
+    digest.update(repr((asdict(settings), max_length, seed)).encode())
+    for example in examples:
+        for segment in example.segments:
+            digest.update(f"{int(segment.completion)}{segment.text}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def build_lm(vocab_size: int, max_length: int, settings: LMSettings, pad_token_id: int):
+    """A Llama: bias-free Linear layers, RMSNorm, rotary positions."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=settings.dim,
+        intermediate_size=settings.hidden,
+        num_hidden_layers=settings.layers,
+        num_attention_heads=settings.heads,
+        num_key_value_heads=settings.heads,
+        max_position_embeddings=max(max_length, 128),
+        pad_token_id=pad_token_id,
+        bos_token_id=2,
+        eos_token_id=3,
+        tie_word_embeddings=False,
+    )
+    return LlamaForCausalLM(config)
+
+
+def _train(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_length: int,
+    seed: int,
+    settings: LMSettings,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> None:
+    """AdamW on the completion tokens' loss (Hugging Face's shift, −100 ignored), seeded batch order."""
+    generator = torch.Generator().manual_seed(seed)
+    tokenized = tokenize_all(examples, tokenizer, max_length)
+    steps_per_epoch = (len(tokenized) + settings.batch_size - 1) // settings.batch_size
+    total_steps = steps_per_epoch * settings.epochs
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
+    model.train()
+    step = 0
+    for _ in range(settings.epochs):
+        order = torch.randperm(len(tokenized), generator=generator).tolist()
+        for start in range(0, len(order), settings.batch_size):
+            check_cancel(cancel)
+            rows = [tokenized[i] for i in order[start : start + settings.batch_size]]
+            batch = lm_batches(rows, tokenizer.pad_token_id, len(rows))[0]
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            step += 1
+            report(progress, ProgressEvent(STAGE_TRAINING, step, total_steps, "steps"))
+    model.eval()
+
+
+def ensure_demo_lm(
+    examples: Sequence[Example],
+    *,
+    max_length: int,
+    seed: int,
+    settings: LMSettings = LMSettings(),
+    progress: Optional[ProgressCallback] = None,
+    cancel: Optional[threading.Event] = None,
+) -> Path:
+    """The folder of a demo LM trained on ``examples``: from the cache, or trained now."""
+    examples = list(examples[:MAX_TRAIN_EXAMPLES])
+
+    def train() -> tuple:
+        texts = [example.text for example in examples]
+        tokenizer = build_tokenizer(texts, max_length, settings.tokenizer_settings, causal=True)
+        model = build_lm(len(tokenizer), max_length, settings, tokenizer.pad_token_id)
+        _train(model, tokenizer, examples, max_length, seed, settings, progress, cancel)
+        return model, tokenizer
+
+    return cached_model("demo-lms", fingerprint(examples, max_length, seed, settings), seed, train)
