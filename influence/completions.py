@@ -142,20 +142,24 @@ class Tokenized:
 
 
 def tokenize(example: Example, tokenizer: Any, max_length: int) -> Tokenized:
-    """Segments tokenized one by one (special tokens as the tokenizer adds them to a whole text),
-    cut at ``max_length``."""
-    ids: list[int] = []
-    completion: list[bool] = []
+    """Segments tokenized one by one (after the special tokens the tokenizer puts before a text), and
+    cut to ``max_length``: from the start of the prompt, so that the completion survives (a long
+    review keeps its end and its answer); a completion longer than that keeps its beginning."""
     first = tokenizer(example.segments[0].text, add_special_tokens=True)["input_ids"]
     bare = tokenizer(example.segments[0].text, add_special_tokens=False)["input_ids"]
     prefix = first[: len(first) - len(bare)] if first[len(first) - len(bare) :] == bare else []
-    ids += prefix
-    completion += [False] * len(prefix)
+    ids: list[int] = []
+    completion: list[bool] = []
     for segment in example.segments:
         pieces = tokenizer(segment.text, add_special_tokens=False)["input_ids"]
         ids += pieces
         completion += [segment.completion] * len(pieces)
-    return Tokenized(ids[:max_length], completion[:max_length])
+    budget = max(max_length - len(prefix), 1)
+    if len(ids) > budget:
+        start = completion.index(True) if True in completion else 0
+        keep = slice(len(ids) - budget, None) if len(ids) - start <= budget else slice(start, start + budget)
+        ids, completion = ids[keep], completion[keep]
+    return Tokenized(prefix + ids, [False] * len(prefix) + completion)
 
 
 def tokenize_all(examples: Sequence[Example], tokenizer: Any, max_length: int) -> list[Tokenized]:

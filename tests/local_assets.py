@@ -81,3 +81,36 @@ def save_to_disk(folder: Path, rows: dict[str, list[dict]]) -> Path:
     )
     dataset.save_to_disk(str(folder))
     return folder
+
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|> {{ message['content'] }} </s> {% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|> {% endif %}"
+)
+
+
+def lm_rows(num_train: int = 40, num_test: int = 10) -> dict[str, list[dict]]:
+    """The demo reviews as prompt/completion pairs (the sentiment as the completion)."""
+    rows = corpus_rows(num_train, num_test)
+    return {
+        split: [{"prompt": f"Review: {r['text']}\nSentiment:", "completion": f" {LABEL_NAMES[r['label']]}"} for r in rs]
+        for split, rs in rows.items()
+    }
+
+
+def save_tiny_lm(folder: Path, rows: dict[str, list[dict]], max_length: int = 96, seed: int = ASSET_SEED) -> Path:
+    """An untrained tiny Llama causal LM, its own word-level tokenizer and a chat template, via save_pretrained."""
+    import torch
+
+    from influence.demo.lm import LMSettings, build_lm
+    from influence.demo.model import build_tokenizer
+
+    torch.manual_seed(seed)
+    settings = LMSettings(dim=16, layers=1, heads=2, hidden=32, vocab_size=800)
+    texts = [r.get("prompt", "") + r.get("completion", "") for r in rows["train"]] + ["user assistant system"] * 2
+    tokenizer = build_tokenizer(texts, max_length, settings.tokenizer_settings, causal=True)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    model = build_lm(len(tokenizer), max_length, settings, tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
