@@ -77,10 +77,7 @@ def test_prompt_completion_pairs_end_to_end(assets, tmp_path, capsys):
         assert all(record.status == "done" for record in reader.stages().values())
         test = reader.examples("test")
         completions = test.completions
-        assert (
-            completions.completion == [r["completion"] for r in assets["rows"]["test"][:0]]
-            or len(completions.completion) == 4
-        )
+        assert len(completions.completion) == 4 and set(completions.completion) <= {" positive", " negative"}
         assert np.isfinite(completions.completion_loss).all() and set(test.prediction.tolist()) <= {0, 1}
         assert all(isinstance(text, str) for text in completions.generated)
         # Per-token losses sit on the completion tokens, and sum to the completion's loss.
@@ -134,9 +131,7 @@ def test_chat_messages_score_the_assistant_turns(assets):
         ).validate()
     )
     example = analysis.data.train.examples[0]
-    assert example.completion == assets["rows"]["train"][0]["completion"] + " </s> " or example.completion.startswith(
-        assets["rows"]["train"][0]["completion"]
-    )
+    assert example.completion.startswith(assets["rows"]["train"][0]["completion"].strip())  # the template's turn
     batch = analysis.train_batches["clean"][0]
     scored = batch["labels"][0] != -100
     assert 0 < int(scored.sum()) < int(batch["attention_mask"][0].sum())  # the assistant's tokens, not the user's
