@@ -131,7 +131,9 @@ def test_chat_messages_score_the_assistant_turns(assets):
         ).validate()
     )
     example = analysis.data.train.examples[0]
-    assert example.completion.startswith(assets["rows"]["train"][0]["completion"].strip())  # the template's turn
+    assert example.completion.strip().startswith(
+        assets["rows"]["train"][0]["completion"].strip()
+    )  # with the template's end of turn
     batch = analysis.train_batches["clean"][0]
     scored = batch["labels"][0] != -100
     assert 0 < int(scored.sum()) < int(batch["attention_mask"][0].sum())  # the assistant's tokens, not the user's
