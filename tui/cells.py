@@ -12,7 +12,6 @@ from tui.palette import score_style
 
 PENDING_STYLE = Style(dim=True, italic=True)
 INVALID_STYLE = Style(color="red", bold=True)
-CORRUPTED_MARK = "flip"
 
 CellText = tuple[str, Style | None]
 
@@ -45,5 +44,6 @@ def rank_cell(rank: int) -> CellText:
     return (fmt.count(rank), None) if rank > 0 else (fmt.MISSING, PENDING_STYLE)
 
 
-def corrupted_cell(corrupted: bool) -> CellText:
-    return (CORRUPTED_MARK, Style(color="magenta")) if corrupted else ("", None)
+def corrupted_cell(corrupted: bool, mark: str) -> CellText:
+    """``flip`` (a classifier's label) or ``swap`` (a causal LM's completion) where the corrupted variant changed it."""
+    return (mark, Style(color="magenta")) if corrupted else ("", None)

@@ -24,8 +24,10 @@ from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
 from store.stages import StageRecord
 from tui import format as fmt
+from tui.words import Words, words_for
 
 ROW_CACHE_SIZE = 48
+SUMMARY_GENERATED_WIDTH = 40  # characters of a completion in a one-line summary
 NO_PAIR = -1  # no training review selected: views fall back to the top of the ranking
 PREDICTIONS_PENDING = -1
 
@@ -161,18 +163,61 @@ class StoreData:
         record = self.stages.get(STAGE_SCORES)
         return record is not None and record.status == STATUS_DONE
 
-    def label_name(self, label: int) -> str:
+    @property
+    def is_causal_lm(self) -> bool:
+        return self.reader.layout.is_causal_lm
+
+    @cached_property
+    def words(self) -> Words:
+        return words_for(self.reader.task)
+
+    def label_name(self, label: int, split: str = "train") -> str:
+        """A classifier's class name; for a causal LM the completion of example ``label`` of ``split`` (labels
+        are example indices there, the corrupted variant's naming the example whose completion it took)."""
+        if self.is_causal_lm:
+            table = (self.train if split == "train" else self.test).completions
+            return table.completion[label] if 0 <= label < len(table.completion) else fmt.PENDING
         names = self.reader.label_names
-        return names[label] if 0 <= label < len(names) else "pending"
+        return names[label] if 0 <= label < len(names) else fmt.PENDING
+
+    def prediction_text(self, index: int) -> str:
+        """What the model says for test example ``index``: its class, or its greedy completion."""
+        if self.is_causal_lm:
+            generated = self.test.completions.generated[index]
+            return generated if self.test.prediction[index] >= 0 else fmt.PENDING
+        return self.label_name(int(self.test.prediction[index]))
+
+    def prediction_wrong(self, index: int) -> bool | None:
+        """Whether the prediction misses the label (for a causal LM: the greedy completion does not begin
+        with the reference); None until it is written."""
+        prediction = int(self.test.prediction[index])
+        if prediction < 0:
+            return None
+        return prediction == 0 if self.is_causal_lm else prediction != int(self.test.label[index])
 
     def train_labels(self, variant: str) -> np.ndarray:
         """The labels the scores of ``variant`` were computed with."""
         return self.train.corrupted_label if variant == VARIANT_CORRUPTED else self.train.label
 
     def test_confidence(self) -> np.ndarray:
-        """The probability of the predicted class per test review (NaN until predictions are written)."""
+        """Per test example (NaN until predictions are written): the probability of the predicted class,
+        or for a causal LM the reference completion's mean loss per token (lower is surer)."""
+        if self.is_causal_lm:
+            completions = self.test.completions
+            return completions.completion_loss / np.maximum(completions.completion_tokens, 1)
         probabilities = self.test.probabilities
         return np.max(probabilities, axis=1) if probabilities.size else np.full(self.n_test, np.nan)
+
+    def test_summary(self, index: int) -> str:
+        """``true positive, predicted negative``, or ``reference “ positive”, generated “positive” ✓``."""
+        reference = self.label_name(int(self.test.label[index]), "test")
+        predicted = self.prediction_text(index)
+        if not self.is_causal_lm:
+            return f"true {reference}, predicted {predicted}"
+        wrong = self.prediction_wrong(index)
+        mark = "" if wrong is None else (" ✗" if wrong else " ✓")
+        shown = fmt.clip(predicted, SUMMARY_GENERATED_WIDTH)
+        return f"reference “{fmt.clip(reference, SUMMARY_GENERATED_WIDTH)}”, generated “{shown}”{mark}"
 
     # ------------------------------------------------------------ scores
     def _cached(self, key: Hashable, load: Callable[[], T]) -> T:

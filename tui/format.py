@@ -71,6 +71,12 @@ def parameters(value: int) -> str:
     return str(value)
 
 
+def clip(text: str, width: int) -> str:
+    """``text`` on one line, cut to ``width`` characters with an ellipsis."""
+    line = one_line(text)
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
 def one_line(text: str) -> str:
     """Collapse whitespace so that a review fits one table row."""
     return " ".join(text.split())

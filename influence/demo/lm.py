@@ -29,7 +29,7 @@ MAX_TRAIN_EXAMPLES = 4000
 class LMSettings:
     """Everything that determines the trained weights (part of the cache fingerprint)."""
 
-    version: int = 1
+    version: int = 2  # 2: completions end with </s>
     vocab_size: int = 6000
     min_frequency: int = 2
     dim: int = 64
@@ -85,9 +85,11 @@ def _train(
     progress: Optional[ProgressCallback],
     cancel: Optional[threading.Event],
 ) -> None:
-    """AdamW on the completion tokens' loss (Hugging Face's shift, −100 ignored), seeded batch order."""
+    """AdamW on the completion tokens' loss (Hugging Face's shift, −100 ignored), seeded batch order. Each
+    completion is followed by the end-of-sequence token, so that the model's greedy completions stop."""
     generator = torch.Generator().manual_seed(seed)
-    tokenized = tokenize_all(examples, tokenizer, max_length)
+    ended = [example.with_completion(example.completion + tokenizer.eos_token) for example in examples]
+    tokenized = tokenize_all(ended, tokenizer, max_length)
     steps_per_epoch = (len(tokenized) + settings.batch_size - 1) // settings.batch_size
     total_steps = steps_per_epoch * settings.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)

@@ -72,6 +72,15 @@ class MainScreen(Screen[None]):
                     yield OverviewView(id=view_id(tab)) if tab == FIRST_TAB else DeferredView(tab)
         yield Footer()
 
+    def on_mount(self) -> None:
+        self.watch(self.app, "content_version", self._name_tabs)
+
+    def _name_tabs(self) -> None:
+        """The test examples' tab is a causal LM's queries."""
+        data = getattr(self.app, "data", None)
+        if data is not None:
+            self.query_one(TabbedContent).get_tab("tests").label = data.words.tests.capitalize()
+
     def view(self, tab: str) -> StateView | None:
         """The view of ``tab``; None for the instant before a lazy view is mounted."""
         views = self.query(f"#{view_id(tab)}").results(StateView)

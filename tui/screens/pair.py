@@ -99,7 +99,7 @@ class PairScreen(Screen[None]):
         for kind in (INFLUENCE, RELATIVE):
             self._describe_score(summary, row, kind, int(ranks[train]) if kind == app.score_kind else None, train)
         summary.append(
-            f"{app.variant} labels  ·  λ {fmt.lam(data.regularizations[app.reg_index])}  ·  "
+            f"{app.variant} {data.words.labels}  ·  λ {fmt.lam(data.regularizations[app.reg_index])}  ·  "
             f"relative = influence/√I(n,n), I(n,n) = {fmt.score(float(row.train_self[train]))}"
         )
         layers = data.layer_rows(app.variant, app.reg_index, test)[:, train]
@@ -131,20 +131,17 @@ class PairScreen(Screen[None]):
         app = self.explorer
         text = Text()
         if split == "test":
-            label, prediction = int(data.test.label[index]), int(data.test.prediction[index])
             confidence = data.test_confidence()[index]
-            text.append(f"Test #{index}", style="bold")
-            text.append(
-                f"  true {data.label_name(label)}, predicted {data.label_name(prediction)}"
-                f" ({fmt.fraction(float(confidence), 2)})\n\n"
-            )
+            measure = "loss per token" if data.is_causal_lm else "confidence"
+            text.append(f"{data.words.heading} #{index}", style="bold")
+            text.append(f"  {data.test_summary(index)} ({measure} {fmt.fraction(float(confidence), 2)})\n\n")
             text.append(data.test.text[index])
             return text
         label, used = int(data.train.label[index]), int(data.train_labels(app.variant)[index])
         text.append(f"Train #{index}", style="bold")
-        text.append(f"  label {data.label_name(label)}")
+        text.append(f"  {data.words.label} {fmt.one_line(data.label_name(label))}")
         if data.corrupted[index]:
-            flipped = f" → {data.label_name(int(data.train.corrupted_label[index]))}"
+            flipped = f" → {fmt.one_line(data.label_name(int(data.train.corrupted_label[index])))}"
             text.append(
                 f", corrupted{flipped}" + (" (used)" if app.variant == VARIANT_CORRUPTED else ""), style="magenta"
             )

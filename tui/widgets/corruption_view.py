@@ -103,10 +103,11 @@ class CorruptionView(StateView):
         clean, corrupted = self._clean_shown, self._corrupted_shown
         both = np.isfinite(clean) & np.isfinite(corrupted)
         text = Text()
-        text.append(f"Test #{self.explorer.test_index}", style="bold")
+        words = data.words
+        text.append(f"{words.heading} #{self.explorer.test_index}", style="bold")
         text.append(
-            f": clean → corrupted labels ({fmt.count(int(flipped_labels.sum()))} of "
-            f"{fmt.count(data.n_train)} training labels flipped). "
+            f": clean → corrupted {words.labels} ({fmt.count(int(flipped_labels.sum()))} of "
+            f"{fmt.count(data.n_train)} training {words.labels} {words.corrupted}). "
         )
         text.append(
             f"{fmt.count(len(self._changes.sign_flipped))} of {fmt.count(int(both.sum()))} scored pairs changed sign.\n"
@@ -116,7 +117,8 @@ class CorruptionView(StateView):
             before, after = float(np.mean(clean[flipped_both])), float(np.mean(corrupted[flipped_both]))
             negative = int(np.sum(corrupted[flipped_both] < 0))
             text.append(
-                f"Flipped reviews: mean {MEAN_OF[self._kind]} {fmt.score(before)} → {fmt.score(after)}, "
+                f"{words.corrupted.capitalize()} {words.trains}: mean {MEAN_OF[self._kind]} "
+                f"{fmt.score(before)} → {fmt.score(after)}, "
                 f"{fmt.count(negative)} of {fmt.count(int(flipped_both.sum()))} now negative."
             )
         pending = data.n_train - int(both.sum())
@@ -132,7 +134,7 @@ class CorruptionView(StateView):
         clean, corrupted = self._clean, self._corrupted
         return [
             (str(row_id), None),
-            corrupted_cell(bool(data.corrupted[row_id])),
+            corrupted_cell(bool(data.corrupted[row_id]), data.words.mark),
             _score(clean, row_id, self._kind),
             _score(corrupted, row_id, self._kind),
             (SIGN_MARK, None) if self._flipped[row_id] else ("", None),

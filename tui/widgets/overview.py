@@ -85,16 +85,19 @@ class OverviewView(StateView):
         grid = Table.grid(padding=(0, 2))
         grid.add_column(style="bold", no_wrap=True)
         grid.add_column()
-        grid.add_row("Model", str(config.get("model", "?")))
+        grid.add_row("Model", f"{config.get('model', '?')} ({data.words.task})")
+        words = data.words
         corrupted = (
-            f"; {fmt.count(int(data.corrupted.sum()))} training labels flipped in the corrupted variant"
+            f"; {fmt.count(int(data.corrupted.sum()))} training {words.labels} {words.corrupted} "
+            "in the corrupted variant"
             if data.has_corrupted
-            else "; no corrupted-label variant"
+            else f"; no corrupted-{words.label} variant"
         )
+        kinds = "prompt → completion" if data.is_causal_lm else "/".join(data.reader.label_names)
         grid.add_row(
             "Data",
             f"{config.get('dataset', '?')}: {fmt.count(data.n_train)} train × "
-            f"{fmt.count(data.n_test)} test ({'/'.join(data.reader.label_names)}){corrupted}",
+            f"{fmt.count(data.n_test)} {'queries' if data.is_causal_lm else 'test'} ({kinds}){corrupted}",
         )
         total = run.get("total_parameters")
         of_total = f" of {fmt.parameters(int(total))}" if total else ""
@@ -115,7 +118,14 @@ class OverviewView(StateView):
             "Curvature", Text(f"{mode}, {engine.get('fisher', '?')} Fisher  ·  λ ") + self._regularization(data)
         )
         metrics = data.reader.metrics()
-        if metrics:
+        if metrics and data.is_causal_lm:
+            grid.add_row(
+                "Queries",
+                f"mean loss per completion token {fmt.fraction(metrics.get('mean_loss', float('nan')))}   "
+                f"perplexity {fmt.fraction(metrics.get('perplexity', float('nan')), 2)}   "
+                f"exact match {fmt.fraction(metrics.get('exact_match', float('nan')))}",
+            )
+        elif metrics:
             grid.add_row(
                 "Test",
                 f"F1 {fmt.fraction(metrics.get('f1', float('nan')))}   "

@@ -26,6 +26,7 @@ from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
 LABEL_WIDTH = 9
+COMPLETION_WIDTH = 14
 SCORE_WIDTH = 12
 CHOSEN_MARK = "•"  # before the title of the score that ranks
 OTHER_SCORE = Style(dim=True)  # the score that does not rank, beside the one that does
@@ -79,7 +80,7 @@ class RankingView(StateView):
             rescored = self._shown_for is None or key[-2] != self._shown_for[-2]
             resorted = self._shown_for is not None and key[-1] != self._shown_for[-1] and not rescored
             if rescored:
-                table.columns = self._columns(app.score_kind)
+                table.set_columns(self._columns(app.score_kind, data.words.label))
             self._shown_for = key
             self._row = data.row(app.variant, app.reg_index, app.test_index)
             self._kind = app.score_kind
@@ -100,12 +101,13 @@ class RankingView(StateView):
                 table.cursor = position
         self._describe_pair()
 
-    def _columns(self, kind: str) -> list[Column]:
-        """The columns with the ranking score's title marked."""
-        return [
-            replace(column, title=CHOSEN_MARK + column.title) if column.key == kind else column
-            for column in self.COLUMNS
+    def _columns(self, kind: str, label: str) -> list[Column]:
+        """The columns with the ranking score's title marked, and the label column named for the task."""
+        width = COMPLETION_WIDTH if label != "label" else LABEL_WIDTH
+        named = [
+            replace(column, title=label, width=width) if column.key == "label" else column for column in self.COLUMNS
         ]
+        return [replace(column, title=CHOSEN_MARK + column.title) if column.key == kind else column for column in named]
 
     def _sort_keys(self, sort: SortState, shown: np.ndarray) -> np.ndarray:
         data, row = self.data, self._row
@@ -124,11 +126,10 @@ class RankingView(StateView):
         data, app, row = self.data, self.explorer, self._row
         assert data is not None and row is not None
         index = app.test_index
-        label, prediction = int(data.test.label[index]), int(data.test.prediction[index])
         text = Text()
-        text.append(f"Test #{index}", style="bold")
-        text.append(f"  true {data.label_name(label)}, predicted {data.label_name(prediction)}")
-        text.append(f"  ·  {fmt.count(data.n_train)} training reviews")
+        text.append(f"{data.words.heading} #{index}", style="bold")
+        text.append(f"  {data.test_summary(index)}")
+        text.append(f"  ·  {fmt.count(data.n_train)} {data.words.trains}")
         pending = data.n_train - row.n_scored
         if pending:
             text.append(f", {fmt.count(pending)} pending", style="yellow")
@@ -139,7 +140,8 @@ class RankingView(StateView):
         if unavailable:
             text.append(f"  ⚠ {fmt.count(unavailable)} without I(n,n) > 0: relative n/a", style="yellow")
         text.append("\n")
-        text.append(fmt.one_line(data.test.text[index]), style="italic")
+        shown = data.test.completions.prompt[index] if data.is_causal_lm else data.test.text[index]
+        text.append(fmt.one_line(shown), style="italic")
         return text
 
     def _cells(self, row_id: int) -> list[CellText]:
@@ -154,10 +156,16 @@ class RankingView(StateView):
                 cell if kind == self._kind else (cell[0], OTHER_SCORE + cell[1] if cell[1] else OTHER_SCORE)
                 for kind, cell in zip((INFLUENCE, RELATIVE), scores)
             ),
-            (data.label_name(int(self._labels[row_id])), None),
-            corrupted_cell(bool(data.corrupted[row_id])),
+            (fmt.one_line(data.label_name(int(self._labels[row_id]))), None),
+            corrupted_cell(bool(data.corrupted[row_id]), data.words.mark),
             (fmt.one_line(data.train.text[row_id]), None),
         ]
+
+    def _label_value(self, label: int) -> int | str:
+        """A label in an exported table: a classifier's class id, a causal LM's completion text."""
+        data = self.data
+        assert data is not None
+        return data.label_name(label) if data.is_causal_lm else label
 
     def _describe_pair(self) -> None:
         data, row, train = self.data, self._row, self.table_widget.cursor_row
@@ -208,8 +216,8 @@ class RankingView(StateView):
                 "train_dataset_index",
                 "influence",
                 "relative_influence",
-                "train_label",
-                "train_label_used",
+                f"train_{data.words.label}",
+                f"train_{data.words.label}_used",
                 "corrupted",
                 "text",
             ],
@@ -224,8 +232,8 @@ class RankingView(StateView):
                     int(data.train.dataset_index[i]),
                     float(row.shown[i]),
                     float(row.relative[i]),
-                    int(data.train.label[i]),
-                    int(self._labels[i]),
+                    self._label_value(int(data.train.label[i])),
+                    self._label_value(int(self._labels[i])),
                     bool(data.corrupted[i]),
                     data.train.text[i],
                 ]

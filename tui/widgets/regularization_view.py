@@ -104,7 +104,8 @@ class RegularizationView(StateView):
         if len(regs) < 2:
             return Text("A single λ: nothing to compare.", style="italic")
         title = Text(
-            f"Mean influence per training review ({report.variant} labels): correlation between neighbouring λ",
+            f"Mean influence per {self.data.words.train} ({report.variant} {self.data.words.labels}): "
+            "correlation between neighbouring λ",
             style="bold",
         )
         table = Table(box=None, padding=(0, 1))

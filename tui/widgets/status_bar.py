@@ -28,10 +28,12 @@ class StatusBar(StateView):
         text = Text(no_wrap=True, overflow="ellipsis")
         text.append(data.path.name if data else app.store_path.name, style="bold")
         if data is not None:
-            label = data.label_name(int(data.test.label[app.test_index]))
+            words = data.words
+            label = fmt.one_line(data.label_name(int(data.test.label[app.test_index]), "test"))
+            test = f"{words.test} #{app.test_index}" if data.is_causal_lm else f"test #{app.test_index}"
             parts = [
-                f"test #{app.test_index} ({label})",
-                f"{app.variant} labels",
+                f"{test} ({label})",
+                f"{app.variant} {words.labels}",
                 f"λ {fmt.lam(data.regularizations[app.reg_index])} ({app.reg_index + 1}/{len(data.regularizations)})",
                 fmt.SCORE_SHORT[app.score_kind],
             ]

@@ -1,4 +1,5 @@
-"""Test reviews: index, true label, prediction, confidence, self-influence, text; sortable and filterable."""
+"""Test reviews (a causal LM's queries): index, true label (reference completion), prediction (greedy
+completion), confidence (the reference's loss per token), self-influence, text; sortable and filterable."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from tui.widgets.virtual_table import Column, VirtualTable
 SELECTED_MARK = "▶"
 WRONG = Style(color="red")
 LABEL_WIDTH = 9
+COMPLETION_WIDTH = 14
 
 
 class TestsView(StateView):
@@ -45,6 +47,15 @@ class TestsView(StateView):
         Column("self_influence", "self-infl", 10, "right", descending_first=True),
         Column("text", "text"),
     ]
+    # A causal LM's queries: the same keys (sort orders carry over), other contents.
+    COMPLETION_COLUMNS = [
+        Column("index", "#", 7, "right"),
+        Column("label", "reference", COMPLETION_WIDTH),
+        Column("prediction", "generated", COMPLETION_WIDTH),
+        Column("confidence", "loss/tok", 8, "right"),
+        Column("self_influence", "self-infl", 10, "right", descending_first=True),
+        Column("text", "prompt"),
+    ]
 
     def compose(self) -> ComposeResult:
         yield Input(placeholder="filter by text (/ to focus, escape to clear)", id="tests-filter")
@@ -64,7 +75,8 @@ class TestsView(StateView):
             table.empty_text = self.no_store
             table.show(np.zeros(0, dtype=np.int64))
             return
-        table.empty_text = "no test review matches the filter"
+        table.set_columns(self.COMPLETION_COLUMNS if data.is_causal_lm else self.COLUMNS)
+        table.empty_text = f"no {data.words.test} matches the filter"
         self._self_influence = data.test_self(self.explorer.variant, self.explorer.reg_index)
         self._confidence = data.test_confidence()
         rows = matching_rows(data.test.text, self.query_one("#tests-filter", Input).value)
@@ -75,29 +87,40 @@ class TestsView(StateView):
     def _sort_keys(self, column: str) -> np.ndarray:
         data = self.data
         assert data is not None
+        if data.is_causal_lm:  # a causal LM's reference and generated completions sort as texts
+            references = lambda: self._texts([data.label_name(int(y), "test") for y in data.test.label])  # noqa: E731
+            predictions = lambda: self._texts([data.prediction_text(i) for i in range(data.n_test)])  # noqa: E731
+        else:
+            references, predictions = (lambda: data.test.label), (lambda: data.test.prediction)
         return {
             "index": lambda: np.arange(data.n_test),
-            "label": lambda: data.test.label,
-            "prediction": lambda: data.test.prediction,
+            "label": references,
+            "prediction": predictions,
             "confidence": lambda: self._confidence,
             "self_influence": lambda: self._self_influence.astype(np.float64),
-            "text": lambda: np.array([text.lower() for text in data.test.text], dtype=object),
+            "text": lambda: self._texts(data.test.text),
         }[column]()
+
+    @staticmethod
+    def _texts(values: list[str]) -> np.ndarray:
+        return np.array([value.lower() for value in values], dtype=object)
 
     def _cells(self, row: int) -> list[CellText]:
         data = self.data
         assert data is not None
-        label, prediction = int(data.test.label[row]), int(data.test.prediction[row])
         selected = SELECTED_MARK if row == self.explorer.test_index else ""
-        pending = prediction < 0
+        wrong = data.prediction_wrong(row)
+        pending = wrong is None
         influence = float(self._self_influence[row])  # written with the queries or at the end: pending until then
+        confidence = fmt.PENDING if pending else fmt.fraction(float(self._confidence[row]), 2)
+        text = data.test.completions.prompt[row] if data.is_causal_lm else data.test.text[row]
         return [
             (f"{selected}{row}", None),
-            (data.label_name(label), None),
-            (data.label_name(prediction), PENDING_STYLE if pending else (WRONG if prediction != label else None)),
-            (fmt.PENDING, PENDING_STYLE) if pending else (fmt.fraction(float(self._confidence[row]), 2), None),
+            (fmt.one_line(data.label_name(int(data.test.label[row]), "test")), None),
+            (fmt.one_line(data.prediction_text(row)), PENDING_STYLE if pending else (WRONG if wrong else None)),
+            (confidence, PENDING_STYLE if pending else None),
             score_cell(influence, data.scores_done or not np.isnan(influence)),
-            (fmt.one_line(data.test.text[row]), None),
+            (fmt.one_line(text), None),
         ]
 
     # ------------------------------------------------------------ events
@@ -130,15 +153,20 @@ class TestsView(StateView):
         if data is None:
             return None
         ids = self.table_widget.order
+        lm = data.is_causal_lm
+        columns = ["label", "prediction", "confidence"]
+        if lm:
+            columns = ["reference", "generated", "loss_per_token"]
         return ViewTable(
-            name=f"test_reviews-{self.explorer.variant}-lambda{fmt.lam(data.regularizations[self.explorer.reg_index])}",
-            columns=["test_index", "test_dataset_index", "label", "prediction", "confidence", "self_influence", "text"],
+            name=f"{data.words.tests.replace(' ', '_')}-{self.explorer.variant}-"
+            f"lambda{fmt.lam(data.regularizations[self.explorer.reg_index])}",
+            columns=["test_index", "test_dataset_index", *columns, "self_influence", "text"],
             rows=[
                 [
                     int(i),
                     int(data.test.dataset_index[i]),
-                    int(data.test.label[i]),
-                    int(data.test.prediction[i]),
+                    data.label_name(int(data.test.label[i]), "test") if lm else int(data.test.label[i]),
+                    data.prediction_text(int(i)) if lm else int(data.test.prediction[i]),
                     float(self._confidence[i]),
                     float(self._self_influence[i]),
                     data.test.text[i],

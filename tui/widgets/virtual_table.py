@@ -103,6 +103,13 @@ class VirtualTable(ScrollView, can_focus=True):
         def control(self) -> "VirtualTable":
             return self.table
 
+    def set_columns(self, columns: Sequence[Column]) -> None:
+        """Other columns (a view that learns what its store holds once it is open)."""
+        if list(columns) != self.columns:
+            self.columns = list(columns)
+            self._strips.clear()
+            self.refresh()
+
     def __init__(
         self,
         columns: Sequence[Column],
