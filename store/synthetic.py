@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from job.options import EngineOptions
+from job.options import TASK_CAUSAL_LM, TASK_CLASSIFICATION, EngineOptions
 from job.stages import (
     FACTOR_STAGES,
     STAGE_CORRECTION,
@@ -26,7 +26,7 @@ from job.stages import (
     STATUS_DONE,
     STATUS_RUNNING,
 )
-from store.layout import VARIANT_CORRUPTED, ExampleTable, LayerInfo, StoreLayout
+from store.layout import VARIANT_CORRUPTED, CompletionTable, ExampleTable, LayerInfo, StoreLayout
 from store.schema import stage_key
 from store.writer import StoreWriter
 
@@ -92,6 +92,34 @@ def _table(rng: np.random.Generator, n: int, pool: int, corrupt: bool) -> Exampl
         label=label,
         dataset_index=np.sort(rng.choice(pool, size=n, replace=False)).astype(np.int64),
         corrupted_label=corrupted,
+    )
+
+
+def _as_completions(table: ExampleTable, swap: bool) -> ExampleTable:
+    """A causal LM's view of a synthetic table: the review as the prompt, its sentiment as the completion;
+    a flipped label becomes a swap with the first example of the other sentiment. Tokens are words."""
+    prompts = [f"Review: {text}\nSentiment:" for text in table.text]
+    completions = [f" {LABEL_NAMES[int(y)]}" for y in table.label]
+    n = len(table)
+    donors = np.arange(n, dtype=np.int64)
+    if swap:
+        first = {y: int(np.flatnonzero(table.label == y)[0]) for y in (0, 1) if (table.label == y).any()}
+        for i in np.flatnonzero(table.label != table.corrupted_label):
+            donors[i] = first.get(int(table.corrupted_label[i]), i)
+    words = [len(prompt.split()) + 2 for prompt in prompts]  # <s>, the prompt's words, the completion's one
+    length = max(words)
+    token_ids = np.full((n, length), -1, dtype=np.int32)
+    mask = np.zeros((n, length), dtype=np.uint8)
+    for row, count in enumerate(words):
+        token_ids[row, :count] = np.arange(count) % 97
+        mask[row, count - 1] = 1
+    corrupted = [completions[int(j)] for j in donors]
+    return ExampleTable(
+        text=[p + c for p, c in zip(prompts, completions)],
+        label=np.arange(n, dtype=np.int64),
+        dataset_index=table.dataset_index,
+        corrupted_label=donors,
+        completions=CompletionTable(prompts, completions, corrupted, token_ids, mask),
     )
 
 
@@ -209,31 +237,63 @@ def synthetic_layout(
     variants: Sequence[str],
     seed: int,
     score_block: int,
+    task: str = TASK_CLASSIFICATION,
 ) -> StoreLayout:
-    """The layout of a synthetic store (examples, layers, sweep)."""
+    """The layout of a synthetic store (examples, layers, sweep); a causal LM's reads the same reviews as
+    prompts and their sentiments as completions."""
     rng = np.random.default_rng([seed, 0])
     corrupt = VARIANT_CORRUPTED in variants
+    train, test = _table(rng, n_train, 5 * n_train, corrupt), _table(rng, n_test, 5 * n_test, corrupt=False)
+    lm = task == TASK_CAUSAL_LM
+    if lm:
+        train, test = _as_completions(train, corrupt), _as_completions(test, False)
     return StoreLayout(
         config={
             "model": "synthetic",
             "dataset": "synthetic-reviews",
             "seed": seed,
-            "engine": EngineOptions().analysis_settings(),
+            "engine": EngineOptions().for_task(task).analysis_settings(),
         },
         library_versions={"numpy": np.__version__},
         model_fingerprint=f"synthetic-model-{seed}",
         data_fingerprint=f"synthetic-data-{seed}-{n_test}x{n_train}",
-        label_names=list(LABEL_NAMES),
+        label_names=[] if lm else list(LABEL_NAMES),
         layers=_layers(n_layers),
-        train=_table(rng, n_train, 5 * n_train, corrupt),
-        test=_table(rng, n_test, 5 * n_test, corrupt=False),
+        train=train,
+        test=test,
         variants=list(variants),
         factor_variants=[variants[0]],
         regularizations=[float(r) for r in regularizations],
         main_regularization=float(regularizations[0]),
         factor_dtype="float64",
         score_block=score_block,
+        task=task,
     )
+
+
+def _completion_predictions(writer: StoreWriter, rng: np.random.Generator) -> None:
+    """Losses of the reference completions (low, mostly right) and greedy completions, one wrong in six."""
+    layout = writer.layout
+    for split in ("train", "test"):
+        table = layout.split(split).completions
+        losses = rng.gamma(2.0, 0.1, size=len(table.completion)).astype(np.float32)
+        if split == "train":
+            writer.write_completion_predictions(split, losses)
+            continue
+        token_losses = np.where(table.completion_mask == 1, losses[:, None], np.nan).astype(np.float32)
+        right = np.arange(len(losses)) % 6 != 5
+        other = {" positive": "negative", " negative": "positive"}
+        generated = [c.strip() if ok else other[c] for c, ok in zip(table.completion, right)]
+        writer.write_completion_predictions(split, losses, token_losses, generated, right.astype(np.int64))
+        tokens = table.completion_mask.sum(axis=1)
+        writer.write_metrics(
+            {
+                "mean_loss": float(losses.sum() / tokens.sum()),
+                "perplexity": float(np.exp(losses.sum() / tokens.sum())),
+                "exact_match": float(right.mean()),
+                "count": len(losses),
+            }
+        )
 
 
 def make_synthetic_store(
@@ -248,6 +308,7 @@ def make_synthetic_store(
     complete: bool = True,
     score_block: int = 256,
     stage_status: dict[str, str] | None = None,
+    task: str = TASK_CLASSIFICATION,
 ) -> Path:
     """Write a synthetic store at ``path`` and return the path.
 
@@ -265,16 +326,20 @@ def make_synthetic_store(
         variants=variants,
         seed=seed,
         score_block=score_block,
+        task=task,
     )
     rng = np.random.default_rng([seed, 3])
     model = _ScoreModel(layout, seed)
     with StoreWriter.create(path, layout) as writer:
         writer.set_stage(STAGE_PREDICTIONS, STATUS_RUNNING, done=0, total=2, unit="splits")
+        if layout.is_causal_lm:
+            _completion_predictions(writer, rng)
         for done, split in enumerate(("train", "test"), start=1):
-            prediction, probabilities = _predictions(rng, layout.split(split).label)
-            writer.write_predictions(split, prediction, probabilities)
-            if split == "test":
-                writer.write_metrics(_metrics(layout.test.label, prediction))
+            if not layout.is_causal_lm:
+                prediction, probabilities = _predictions(rng, layout.split(split).label)
+                writer.write_predictions(split, prediction, probabilities)
+                if split == "test":
+                    writer.write_metrics(_metrics(layout.test.label, prediction))
             writer.set_stage(STAGE_PREDICTIONS, STATUS_RUNNING, done=done)
         writer.set_stage(STAGE_PREDICTIONS, STATUS_DONE)
         _write_factors(writer, rng)

@@ -263,7 +263,7 @@ def test_reshaped_dataset_is_refused(finished):
                     "model": "synthetic",
                     "dataset": "synthetic-reviews",
                     "seed": 6,
-                    "engine": EngineOptions().analysis_settings(),
+                    "engine": EngineOptions().for_task("classification").analysis_settings(),
                 }
             },
             "config['seed']",
