@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import StageTimer, plain_passes, timed  # noqa: E402
-from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
+from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
 from influence.factors import CovarianceMeans, symmetric_eigh  # noqa: E402
@@ -80,10 +80,10 @@ def main() -> None:
     train = loader(build_batches(workload, workload.train, seed=1))
     test = loader(build_batches(workload, workload.test, seed=2))
 
-    plain_passes(model, list(train)[:1], TRACKED_PATTERNS)  # warm-up
-    EkfacInfluence(model, TRACKED_PATTERNS).accumulate_covariance(list(train)[:1])
-    _, floor_train = timed(plain_passes, model, train, TRACKED_PATTERNS)
-    _, floor_test = timed(plain_passes, model, test, TRACKED_PATTERNS)
+    plain_passes(model, list(train)[:1], workload.tracked)  # warm-up
+    EkfacInfluence(model, workload.tracked).accumulate_covariance(list(train)[:1])
+    _, floor_train = timed(plain_passes, model, train, workload.tracked)
+    _, floor_test = timed(plain_passes, model, test, workload.tracked)
     floor_eigh: dict[str, float] = {}
 
     def measure_eigh(means: dict[str, CovarianceMeans]) -> None:
@@ -96,7 +96,7 @@ def main() -> None:
 
     results = {}
     for label, path in PATHS.items():
-        engine = EkfacInfluence(model, TRACKED_PATTERNS)
+        engine = EkfacInfluence(model, workload.tracked)
         timer = StageTimer(on_covariance=measure_eigh if not floor_eigh else None)
         engine.fit(train, journal=timer)
         fit_s = sum(timer.seconds.values())
@@ -107,7 +107,8 @@ def main() -> None:
     print(
         f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
         f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
-        f"{tracked_parameters(model):,} tracked parameters; EK-FAC, exact Fisher, λ {REGULARIZATION:g}"
+        f"{tracked_parameters(model, workload.tracked):,} tracked parameters; EK-FAC, the task's default Fisher, "
+        f"λ {REGULARIZATION:g}"
     )
     print(
         f"machine: {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads; "

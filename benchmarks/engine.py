@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import StagePeaks, StageTimer, plain_passes, timed  # noqa: E402
-from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
+from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
 from influence.caches import TrainCache  # noqa: E402
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--mode", choices=("ekfac", "kfac"), default="ekfac")
-    parser.add_argument("--fisher", choices=("exact", "sampled", "empirical"), default="exact")
+    parser.add_argument(
+        "--fisher", choices=("exact", "sampled", "empirical"), help="default: exact for a classifier, sampled for an LM"
+    )
     parser.add_argument("--eigen-precision", choices=("float64", "float32"), default="float64")
     parser.add_argument(
         "--cache-mib",
@@ -68,15 +70,15 @@ def main() -> None:
     regularizations = [1e-5]
 
     # Warm-up: one pass of each kind so that neither side pays first-call costs.
-    plain_passes(model, train[:1], TRACKED_PATTERNS)
-    EkfacInfluence(model, TRACKED_PATTERNS).accumulate_covariance(train[:1])
+    plain_passes(model, train[:1], workload.tracked)
+    EkfacInfluence(model, workload.tracked).accumulate_covariance(train[:1])
 
-    _, floor_train = timed(plain_passes, model, train, TRACKED_PATTERNS)
-    _, floor_test = timed(plain_passes, model, test, TRACKED_PATTERNS)
+    _, floor_train = timed(plain_passes, model, train, workload.tracked)
+    _, floor_test = timed(plain_passes, model, test, workload.tracked)
     floor_rss = peak_rss_mb()
 
     engine = EkfacInfluence(
-        model, TRACKED_PATTERNS, fisher=args.fisher, mode=args.mode, eigen_precision=args.eigen_precision
+        model, workload.tracked, fisher=args.fisher, mode=args.mode, eigen_precision=args.eigen_precision
     )
     cache = TrainCache(args.cache_mib * 2**20)
     memory = StagePeaks()
@@ -98,7 +100,8 @@ def main() -> None:
     print(
         f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
         f"seq {workload.seq}, {workload.train} train x {workload.test} test, batch {workload.batch}; "
-        f"{tracked_parameters(model):,} tracked parameters; {args.mode}, {args.fisher} Fisher, "
+        f"{tracked_parameters(model, workload.tracked):,} tracked parameters; {args.mode}, "
+        f"{engine.options.fisher} Fisher, "
         f"{args.eigen_precision} eigendecompositions"
     )
     print(

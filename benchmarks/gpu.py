@@ -1,5 +1,8 @@
 """The notebook's scale on an accelerator: every stage timed, and bf16 autocast against fp32.
 
+``--workload lm-0.5b`` runs a 0.5B-class Llama-shaped causal LM (random init, Qwen2-0.5B's
+widths) on 1,000 documents × 100 queries of 512 tokens instead, its MLP blocks tracked.
+
 DistilBERT-base (random init, fixed seed), 512-token padded reviews of random lengths,
 100 train x 100 test, the FFN + pre_classifier + classifier layers, a four-value sweep.
 Prints each stage's time for fp32 and for bf16 autocast, the floor of the same run
@@ -24,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from timing import StageTimer, plain_passes, synchronized, timed  # noqa: E402
-from workloads import TRACKED_PATTERNS, WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
+from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
 from influence.caches import TrainCache  # noqa: E402
@@ -35,9 +38,9 @@ MAIN_REGULARIZATION = 1e-5
 GPU_CACHE_BYTES = 48 * 2**30
 
 
-def run_engine(model, train, test, device, autocast: str | None) -> tuple[dict[str, float], torch.Tensor]:
+def run_engine(model, tracked, train, test, device, autocast: str | None) -> tuple[dict[str, float], torch.Tensor]:
     """All stages; returns the seconds per stage and the scores (λ, n_test, n_train)."""
-    engine = EkfacInfluence(model, TRACKED_PATTERNS, autocast=autocast)
+    engine = EkfacInfluence(model, tracked, autocast=autocast)
     cache = TrainCache(GPU_CACHE_BYTES if device.type == "cuda" else 2 * 2**30)
     timer = StageTimer(sync=synchronized(device))
     engine.fit(train, journal=timer, cache=cache)
@@ -66,10 +69,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--small", action="store_true", help="a tiny stand-in workload, to try the script on a CPU")
+    parser.add_argument("--workload", choices=["notebook", *sorted(WORKLOADS)], default="notebook")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
-    workload = replace(WORKLOADS["tiny"], train=16, test=8) if args.small else NOTEBOOK
+    workload = NOTEBOOK if args.workload == "notebook" else WORKLOADS[args.workload]
+    if args.small:
+        workload = replace(WORKLOADS["lm-tiny" if workload.kind == "causal-lm" else "tiny"], train=16, test=8)
+    tracked = workload.tracked
     model = build_model(workload).to(device)
     train = build_batches(workload, workload.train, seed=1)
     test = build_batches(workload, workload.test, seed=2)
@@ -78,21 +85,21 @@ def main() -> None:
     print(
         f"{workload.name}: dim {workload.dim}, {workload.layers} layers, seq {workload.seq}, "
         f"{workload.train} train x {workload.test} test, batch {workload.batch}, "
-        f"{tracked_parameters(model):,} tracked parameters; sweep {SWEEP}"
+        f"{tracked_parameters(model, tracked):,} tracked parameters; sweep {SWEEP}"
     )
     print(f"device: {name}; torch {torch.__version__}")
 
-    plain_passes(model, train[:1], TRACKED_PATTERNS)  # warm-up (kernels, allocator)
+    plain_passes(model, train[:1], tracked)  # warm-up (kernels, allocator)
     for autocast in (None, "bf16"):
-        run_engine(model, train[:1], test[:1], device, autocast)
-    _, floor_train = timed(plain_passes, model, train, TRACKED_PATTERNS, sync=sync)
-    _, floor_test = timed(plain_passes, model, test, TRACKED_PATTERNS, sync=sync)
+        run_engine(model, tracked, train[:1], test[:1], device, autocast)
+    _, floor_train = timed(plain_passes, model, train, tracked, sync=sync)
+    _, floor_test = timed(plain_passes, model, test, tracked, sync=sync)
 
     results = {}
     for label, autocast in (("fp32", None), ("bf16", "bf16")):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stages, scores = run_engine(model, train, test, device, autocast)
+        stages, scores = run_engine(model, tracked, train, test, device, autocast)
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         results[label] = {"stages": stages, "total": sum(stages.values()), "peak_gib": peak, "scores": scores}
 

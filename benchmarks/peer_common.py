@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, TypeVar
 import numpy as np
 import torch
 import transformers
-from transformers import DistilBertConfig, DistilBertForSequenceClassification
+from transformers import DistilBertConfig, DistilBertForSequenceClassification, LlamaConfig, LlamaForCausalLM
 
 THREADS = 2
 SEED = 0  # for kronfluence's sampled labels; the rest is deterministic
@@ -61,6 +61,10 @@ class SavedWorkload:
     def test_count(self) -> int:
         return sum(len(batch["labels"]) for batch in self.test)
 
+    @property
+    def causal_lm(self) -> bool:
+        return self.spec["workload"].get("kind") == "causal-lm"
+
 
 def runner_arguments(
     description: str, takes_fisher: bool = True, extra: Optional[Callable[[argparse.ArgumentParser], None]] = None
@@ -85,11 +89,13 @@ def load_workload(work: Path) -> SavedWorkload:
     return SavedWorkload(spec, batches["train"], batches["test"])
 
 
-def load_model(work: Path, saved: SavedWorkload, **config_overrides: Any) -> DistilBertForSequenceClassification:
+def load_model(work: Path, saved: SavedWorkload, **config_overrides: Any) -> torch.nn.Module:
     """The saved weights, loaded strictly (a key renamed between transformers 4 and 5 fails
     loudly), in evaluation mode, with gradients on the tracked layers only."""
-    config = DistilBertConfig(**saved.spec["config"], **config_overrides)
-    model = DistilBertForSequenceClassification(config)
+    if saved.causal_lm:
+        model = LlamaForCausalLM(LlamaConfig(**saved.spec["config"], **config_overrides))
+    else:
+        model = DistilBertForSequenceClassification(DistilBertConfig(**saved.spec["config"], **config_overrides))
     model.load_state_dict(torch.load(work / WEIGHTS_FILE, weights_only=True), strict=True)
     model.eval()
     tracked = tuple(name + "." for name in saved.tracked)
@@ -101,8 +107,16 @@ def load_model(work: Path, saved: SavedWorkload, **config_overrides: Any) -> Dis
 def warm_up(model: torch.nn.Module, batch: Batch) -> None:
     """One untimed forward+backward, so that no library pays the first-call costs in its timings."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-    torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()
+    summed_loss(logits, batch["labels"]).backward()
     model.zero_grad(set_to_none=True)
+
+
+def summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A classifier's summed cross-entropy, or a causal LM's over its completion tokens (labels ≠ −100, shifted)."""
+    if logits.dim() == 2:
+        return torch.nn.functional.cross_entropy(logits, labels, reduction="sum")
+    predicting = logits[:, :-1].reshape(-1, logits.shape[-1])
+    return torch.nn.functional.cross_entropy(predicting, labels[:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
 
 
 def timed(function: Callable[[], T]) -> tuple[T, float]:

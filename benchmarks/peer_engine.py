@@ -38,7 +38,7 @@ def main() -> None:
     engine = EkfacInfluence(
         model,
         layers=saved.tracked,
-        fisher=args.fisher,
+        fisher=None if args.fisher == "exact" and saved.causal_lm else args.fisher,  # an LM's true Fisher: sampled
         mode="ekfac",
         eigen_precision=args.eigen_precision,
         cache_bytes=args.cache_mib * 2**20,
@@ -48,7 +48,9 @@ def main() -> None:
         scores, score_s = timed(lambda: pairwise(engine, saved.test, saved.train, args.regularization))
     else:
         scores, score_s = timed(lambda: engine.influences(saved.test, saved.train, regularization=args.regularization))
-    write_result(args.out, "influence-explorer", version("influence-explorer"), args.fisher, fit_s, score_s, scores)
+    write_result(
+        args.out, "influence-explorer", version("influence-explorer"), engine.options.fisher, fit_s, score_s, scores
+    )
 
 
 if __name__ == "__main__":

@@ -55,6 +55,27 @@ class ClassificationTask(Task):
         return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
 
 
+class CausalLMTask(ClassificationTask):
+    """The summed cross-entropy of the completion tokens (labels ≠ −100, shifted); the true Fisher's
+    labels drawn from the model at every completion position."""
+
+    def compute_train_loss(self, batch: Batch, model: nn.Module, sample: bool = False) -> torch.Tensor:
+        logits, targets = self._shifted(batch, model)
+        if sample:
+            with torch.no_grad():
+                drawn = torch.multinomial(F.softmax(logits.reshape(-1, logits.shape[-1]), dim=-1), num_samples=1)
+            targets = torch.where(targets == -100, targets, drawn.reshape(targets.shape))
+        return F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="sum"
+        )
+
+    def compute_measurement(self, batch: Batch, model: nn.Module) -> torch.Tensor:
+        return self.compute_train_loss(batch, model)
+
+    def _shifted(self, batch: Batch, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._logits(batch, model)[:, :-1], batch["labels"][:, 1:]
+
+
 def examples(batches: list[Batch]) -> list[Batch]:
     """kronfluence takes a dataset of examples; the default collate rebuilds the same batches."""
     return [{key: value[i] for key, value in batch.items()} for batch in batches for i in range(len(batch["labels"]))]
@@ -67,7 +88,7 @@ def main() -> None:
     saved = load_workload(args.work)
     model = load_model(args.work, saved)
     warm_up(model, saved.train[0])
-    task = ClassificationTask(saved.tracked)
+    task = CausalLMTask(saved.tracked) if saved.causal_lm else ClassificationTask(saved.tracked)
     model = prepare_model(model, task)
     output_dir = args.out.parent / f"{args.out.name}-kronfluence"
     shutil.rmtree(output_dir, ignore_errors=True)

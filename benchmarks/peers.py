@@ -43,7 +43,7 @@ from peer_common import (  # noqa: E402
     THREADS,
     WEIGHTS_FILE,
 )
-from workloads import TRACKED_PATTERNS, WORKLOADS, Workload, build_batches, build_model  # noqa: E402
+from workloads import CAUSAL_LM, WORKLOADS, Workload, build_batches, build_model  # noqa: E402
 
 from influence.layers import resolve_layers  # noqa: E402
 
@@ -65,6 +65,18 @@ CONFIG_KEYS = (
     "activation",
     "pad_token_id",
     "sinusoidal_pos_embds",
+)
+# What a LlamaConfig needs (a causal LM's workloads).
+LM_CONFIG_KEYS = (
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "max_position_embeddings",
+    "pad_token_id",
+    "tie_word_embeddings",
 )
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 LOG_TAIL_LINES = 30
@@ -181,10 +193,11 @@ def export_workload(workload: Workload) -> tuple[Path, dict]:
     work = work_root() / workload.name
     work.mkdir(exist_ok=True)
     model = build_model(workload)
-    layers = resolve_layers(model, TRACKED_PATTERNS)
+    layers = resolve_layers(model, workload.tracked)
+    keys = LM_CONFIG_KEYS if workload.kind == CAUSAL_LM else CONFIG_KEYS
     spec = {
         "workload": asdict(workload),
-        "config": {key: getattr(model.config, key) for key in CONFIG_KEYS},
+        "config": {key: getattr(model.config, key) for key in keys},
         "tracked": [layer.name for layer in layers],
         "tracked_parameters": sum(layer.num_parameters for layer in layers),
     }
@@ -342,10 +355,11 @@ def print_header(
     workload: Workload, spec: dict, count: int, regularization: float, measurements: dict[str, list[Measurement]]
 ) -> None:
     print(
-        f"workload {workload.name}: DistilBERT architecture, dim {workload.dim}, {workload.layers} layers, "
+        f"workload {workload.name}: {'Llama causal LM' if workload.kind == CAUSAL_LM else 'DistilBERT classifier'}, "
+        f"dim {workload.dim}, {workload.layers} layers, "
         f"hidden {workload.hidden}, seq {workload.seq} (padded from random lengths), "
         f"{workload.train} train x {workload.test} test, batch {workload.batch}; "
-        f"{spec['tracked_parameters']:,} tracked parameters (FFN + pre_classifier + classifier)"
+        f"{spec['tracked_parameters']:,} tracked parameters ({', '.join(workload.tracked)})"
     )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {THREADS} threads per library; "

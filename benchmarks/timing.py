@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional
 
 import torch
+from peer_common import summed_loss
 
 from influence.factors import CovarianceMeans
 from influence.journal import FitJournal
@@ -119,8 +120,7 @@ def plain_passes(model: torch.nn.Module, batches: list[dict], tracked_patterns) 
         for batch in batches:
             batch = {k: v.to(device) for k, v in batch.items()}
             inputs = {k: v for k, v in batch.items() if k != "labels"}
-            logits = model(**inputs).logits
-            torch.nn.functional.cross_entropy(logits, batch["labels"], reduction="sum").backward()
+            summed_loss(model(**inputs).logits, batch["labels"]).backward()
             model.zero_grad(set_to_none=True)
     finally:
         for p, flag in flags.items():

@@ -121,6 +121,10 @@ class TrainCache:
             return None
         return entry
 
+    def has_room(self) -> bool:
+        """Whether a batch might still be kept (the budget is not spent)."""
+        return self.bytes < self.max_bytes
+
     def offer(self, key: bytes, entry: CapturedBatch) -> None:
         size = entry.nbytes
         if key not in self._entries and self.bytes + size <= self.max_bytes:

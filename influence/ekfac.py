@@ -185,8 +185,8 @@ class EkfacInfluence:
             tokens = {layer.name: capture.tokens(layer, mask, self.factor_dtype) for layer in self.layers}
         return CapturedBatch(tokens, vectors)
 
-    def _request(self, label_key: str, fisher: bool, position: int) -> CaptureRequest:
-        return CaptureRequest(label_key, fisher, self.options.fisher, self.seed, position)
+    def _request(self, label_key: str, fisher: bool, position: int, gradient: bool = True) -> CaptureRequest:
+        return CaptureRequest(label_key, fisher, self.options.fisher, self.seed, position, gradient)
 
     def _fisher_vectors(self, step: _Step, label_key: str) -> torch.Tensor:
         return step.captured.vectors.fisher_factor(self._request(label_key, True, step.position), step.batch)
@@ -214,7 +214,10 @@ class EkfacInfluence:
                 size = _batch_size(batch)
                 if index >= control.start_batch:
                     check_cancel(control.cancel)
-                    request = self._request(label_key, fisher, position)
+                    # A fit's pass wants the loss gradient too only where the cache may keep the batch for
+                    # the scores (a causal LM's capture serves only what it backpropagated).
+                    gradient = not fisher or (cache is not None and cache.has_room())
+                    request = self._request(label_key, fisher, position, gradient)
                     key = batch_key(batch, self.task.cache_names(batch, label_key)) if cache is not None else None
                     on_device = self._to_device(batch)
                     captured = cache.get(key, bases, request) if cache is not None else None

@@ -61,14 +61,16 @@ def example_uniforms(seed: int, start: int, count: int) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class CaptureRequest:
-    """What a pass needs from a batch's backward passes: the loss gradient of ``label_key``, and the
-    Fisher's vectors when ``fisher``; ``position`` is the batch's first example in its data."""
+    """What a pass needs from a batch's backward passes: the loss gradient of ``label_key`` when
+    ``gradient`` (the scores; a fit asks for it only where a cache may keep the batch for them), and
+    the Fisher's vectors when ``fisher``; ``position`` is the batch's first example in its data."""
 
     label_key: str
     fisher: bool
     fisher_kind: str
     seed: int
     position: int
+    gradient: bool = True
 
 
 class PassVectors(Protocol):
@@ -206,50 +208,50 @@ def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
     return labels[:, 1:]
 
 
-def completion_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Σ over completion tokens of −log p(target | everything before it), in float32 at least."""
-    predicting = logits[:, :-1]
-    if predicting.dtype not in (torch.float32, torch.float64):
-        predicting = predicting.float()
-    return nn.functional.cross_entropy(
-        predicting.reshape(-1, predicting.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
-    )
+def completion_logits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(completion tokens, V): the logits that predict a completion token, in float32 at least. Only
+    these enter the loss, so only these are kept for the backward passes (a small share of B·T·V)."""
+    scored = logits[:, :-1][targets != IGNORE_INDEX]
+    return scored if scored.dtype in (torch.float32, torch.float64) else scored.float()
+
+
+def sampled_tokens(scored: torch.Tensor, counts: list[int], seed: int, position: int) -> torch.Tensor:
+    """One token per completion position drawn from the model's own distribution there: example i's
+    draws come from its own generator (``seed``, ``position + i``) in token order, so they do not depend
+    on how the data is batched or padded (they do on the device type, whose generators differ)."""
+    with torch.no_grad():
+        probabilities = torch.softmax(scored.detach(), dim=-1)
+        drawn = []
+        for index, rows in enumerate(probabilities.split(counts)):
+            generator = torch.Generator(device=rows.device).manual_seed(example_seed(seed, position + index))
+            drawn.append(torch.multinomial(rows, 1, generator=generator).squeeze(1) if len(rows) else rows.new_zeros(0))
+        return torch.cat(drawn).long()
 
 
 def sampled_targets(logits: torch.Tensor, targets: torch.Tensor, seed: int, position: int) -> torch.Tensor:
-    """``targets`` with each completion token replaced by one drawn from the model's own distribution
-    there: example i's draws come from its own seed (``seed``, ``position + i``) in token order, so they
-    do not depend on how the data is batched or padded."""
-    with torch.no_grad():
-        mask = targets != IGNORE_INDEX
-        probabilities = torch.softmax(logits[:, :-1][mask].float(), dim=-1)  # (completion tokens, V)
-        counts = mask.sum(dim=1).tolist()
-        uniforms = []
-        for index, count in enumerate(counts):
-            generator = torch.Generator().manual_seed(example_seed(seed, position + index))
-            uniforms.append(torch.rand(count, generator=generator, dtype=torch.float64))
-        cdf = probabilities.cumsum(dim=-1)
-        points = (torch.cat(uniforms).to(cdf.device, cdf.dtype) * cdf[:, -1]).unsqueeze(1)
-        drawn = torch.searchsorted(cdf, points).squeeze(1).clamp_max(cdf.shape[1] - 1)
-        sampled = torch.full_like(targets, IGNORE_INDEX)
-        sampled[mask] = drawn
-        return sampled
+    """``targets`` with each completion token replaced by the one ``sampled_tokens`` draws there."""
+    mask = targets != IGNORE_INDEX
+    sampled = torch.full_like(targets, IGNORE_INDEX)
+    sampled[mask] = sampled_tokens(completion_logits(logits, targets), mask.sum(dim=1).tolist(), seed, position)
+    return sampled
 
 
 @dataclass(frozen=True)
 class TokenVectors:
-    """The passes of one causal-LM capture: pass 0 is the loss of ``label_key``; ``fisher_pass``
-    the Fisher's (0 again for the empirical Fisher, 1 for the sampled one; None: not captured)."""
+    """The passes of one causal-LM capture, by index: the loss of ``label_key`` (``label_pass``) and the
+    Fisher's (``fisher_pass``: the same pass for the empirical Fisher); None where it was not captured."""
 
     batch_size: int
     label_key: str
     passes: int
+    label_pass: Optional[int]
     fisher_pass: Optional[int]
     fisher_kind: str
 
     def serves(self, request: CaptureRequest) -> bool:
         fisher_ok = not request.fisher or (self.fisher_pass is not None and self.fisher_kind == request.fisher_kind)
-        return request.label_key == self.label_key and fisher_ok
+        gradient_ok = not request.gradient or self.label_pass is not None
+        return request.label_key == self.label_key and fisher_ok and gradient_ok
 
     def _one_hot(self, index: int) -> torch.Tensor:
         coefficients = torch.zeros(self.batch_size, self.passes, dtype=torch.float64)
@@ -262,10 +264,12 @@ class TokenVectors:
                 f"this causal-LM batch was captured for {self.label_key!r}, not {label_key!r}: another label set "
                 "changes the completion tokens, so it is another batch"
             )
-        return self._one_hot(0)
+        if self.label_pass is None:
+            raise RuntimeError("this batch was captured without its loss gradient")
+        return self._one_hot(self.label_pass)
 
     def fisher_factor(self, request: CaptureRequest, batch: Mapping[str, Any]) -> torch.Tensor:
-        if not self.serves(request) or self.fisher_pass is None:
+        if self.fisher_pass is None or self.fisher_kind != request.fisher_kind:
             raise RuntimeError("this batch was captured without the Fisher's pass")
         return self._one_hot(self.fisher_pass).unsqueeze(1)
 
@@ -285,19 +289,25 @@ class CausalLMTask:
                 f"a causal-LM batch needs {request.label_key!r}: (batch, tokens), −100 at prompt and padding positions"
             )
         targets = shifted_targets(labels)
-        objectives = [completion_loss(logits, targets)]
-        fisher_pass = None
-        if request.fisher:
-            if request.fisher_kind == "empirical":
-                fisher_pass = 0
-            elif request.fisher_kind == "sampled":
-                objectives.append(
-                    completion_loss(logits, sampled_targets(logits, targets, request.seed, request.position))
-                )
-                fisher_pass = 1
-            else:
+        scored = completion_logits(logits, targets)
+        kept = targets[targets != IGNORE_INDEX]
+        objectives: list[torch.Tensor] = []
+        label_pass = fisher_pass = None
+        empirical = request.fisher and request.fisher_kind == "empirical"
+        if request.gradient or empirical:
+            label_pass = len(objectives)
+            objectives.append(nn.functional.cross_entropy(scored, kept, reduction="sum"))
+            fisher_pass = label_pass if empirical else None
+        if request.fisher and not empirical:
+            if request.fisher_kind != "sampled":
                 raise ValueError(f"the {request.fisher_kind} Fisher is not available for causal LMs")
-        vectors = TokenVectors(labels.shape[0], request.label_key, len(objectives), fisher_pass, request.fisher_kind)
+            counts = (targets != IGNORE_INDEX).sum(dim=1).tolist()
+            drawn = sampled_tokens(scored, counts, request.seed, request.position)
+            fisher_pass = len(objectives)
+            objectives.append(nn.functional.cross_entropy(scored, drawn, reduction="sum"))
+        vectors = TokenVectors(
+            labels.shape[0], request.label_key, len(objectives), label_pass, fisher_pass, request.fisher_kind
+        )
         return objectives, vectors
 
     def cache_names(self, batch: Mapping[str, Any], label_key: str) -> list[str]:

@@ -110,3 +110,22 @@ def test_real_imdb_reviews_with_the_demo_model(tmp_path, capsys):
         assert np.isfinite(clean).all() and np.isfinite(corrupted).all()
         assert corrupted.mean() < clean.mean()
         assert len(reader.examples("train").text) == 100
+
+
+def test_the_lm_demo_trains_and_exports_its_completions(tmp_path, capsys):
+    """--model demo-lm: the demo's reviews as prompt → completion, a tiny Llama trained on them."""
+    out = tmp_path / "lm"
+    main(["--model", "demo-lm", "--export", str(out), "--num-train", "200", "--num-test", "20"])
+    paths = capsys.readouterr().out.split()
+    assert paths[-1] == str(out / "queries.csv")
+    with StoreReader(out / "influence.h5") as reader:
+        assert reader.task == "causal-lm" and all(r.status == "done" for r in reader.stages().values())
+        metrics = reader.metrics()
+        assert metrics["exact_match"] >= 0.9 and metrics["perplexity"] < 1.5
+        test = reader.examples("test")
+        assert test.completions.prompt[0].startswith("Review: ") and test.completions.prompt[0].endswith("Sentiment:")
+        assert set(test.completions.completion) <= {" positive", " negative"}
+        train = reader.examples("train")
+        # A swapped completion is the other sentiment: on this data, a label flip.
+        assert all(a != b for a, b in zip(train.completions.completion, train.completions.corrupted_completion))
+        assert np.isfinite(reader.influence_matrix("corrupted", reader.main_regularization_index)).all()

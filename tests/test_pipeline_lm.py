@@ -65,6 +65,7 @@ def run(args: list[str], capsys) -> list[str]:
     return capsys.readouterr().out.split()
 
 
+@pytest.mark.slow  # the command line end to end, twice over the data
 def test_prompt_completion_pairs_end_to_end(assets, tmp_path, capsys):
     out = tmp_path / "out"
     paths = run(

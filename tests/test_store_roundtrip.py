@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import threading
 
@@ -17,7 +18,7 @@ from test_store_support import (
     small_layout,
 )
 
-from job.options import EngineOptions
+from job.options import EngineOptions, engine_settings
 from job.stages import STAGES
 from store import (
     LayerInfo,
@@ -206,6 +207,19 @@ def test_newer_minor_version_is_read_newer_major_refused(finished, layout):
     with pytest.raises(StoreVersionError, match=r"2\.0") as error:
         StoreReader(finished)
     assert_one_line(error.value, finished)
+
+
+def test_a_store_of_the_first_format_opens_as_a_classifiers(finished, layout):
+    """Format 1.0 had no task attribute and kept the engine options at the top of its config."""
+    _set_attribute(finished, "format_version", "1.0")
+    config = {"model": "m", "dataset": "d", "fisher": "exact", "mode": "kfac"}
+    _set_attribute(finished, "config", json.dumps(config))
+    with h5py.File(finished, "r+") as file:
+        del file.attrs["task"]
+    with StoreReader(finished) as reader:
+        assert reader.task == "classification" and not reader.layout.is_causal_lm
+        assert check_against_expected(reader, layout) == layout.n_blocks
+        assert engine_settings(reader.config) == {"fisher": "exact", "mode": "kfac"}
 
 
 def test_not_hdf5_and_not_a_store(tmp_path):
