@@ -57,7 +57,7 @@ class LayersView(StateView):
         layer_rows = np.where(row.scored[None, :], data.layer_rows(app.variant, app.reg_index, app.test_index), np.nan)
         train = self._train(row.score(app.score_kind))
         if train is None or not row.scored[train]:
-            summary.update(Text("The scores of this test review are pending.", style="italic"), layout=False)
+            summary.update(Text(f"The scores of this {data.words.test} are pending.", style="italic"), layout=False)
             pair_chart.update("", layout=False)
             row_chart.update("", layout=False)
             return
@@ -85,7 +85,8 @@ class LayersView(StateView):
                 lines,
                 row_chart.size.width,
                 row_chart.size.height,
-                f"test #{app.test_index}: all {fmt.count(row.n_scored)} scored training reviews across layers",
+                f"{data.words.heading.lower()} #{app.test_index}: all {fmt.count(row.n_scored)} scored "
+                f"{data.words.trains} across layers",
                 no_color,
             ),
             layout=False,
