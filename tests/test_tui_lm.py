@@ -25,6 +25,7 @@ def store_path(tmp_path_factory) -> Path:
     )
 
 
+@pytest.mark.slow  # through every view
 def test_every_tab_speaks_of_queries_documents_and_completions(store_path) -> None:
     async def test():
         app = InfluenceApp(store=store_path)
