@@ -16,11 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-
 from influence.completions import Example, lm_batches, tokenize_all
-from influence.demo.model import STAGE_TRAINING, DemoSettings, build_tokenizer, cached_model
-from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
+from influence.demo.model import DemoSettings, build_tokenizer, cached_model, train_model
+from job.progress import ProgressCallback
 
 MAX_TRAIN_EXAMPLES = 4000
 
@@ -40,10 +38,22 @@ class LMSettings:
     batch_size: int = 32
     learning_rate: float = 3e-3
     weight_decay: float = 0.01
+    warmup_fraction: float = 0.0  # a linear decay from the first step
 
     @property
     def tokenizer_settings(self) -> DemoSettings:
         return DemoSettings(vocab_size=self.vocab_size, min_frequency=self.min_frequency)
+
+    @property
+    def training(self) -> DemoSettings:
+        """The optimizer's settings, as the shared training loop reads them."""
+        return DemoSettings(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            weight_decay=self.weight_decay,
+            warmup_fraction=self.warmup_fraction,
+        )
 
 
 def fingerprint(examples: Sequence[Example], max_length: int, seed: int, settings: LMSettings) -> str:
@@ -85,32 +95,15 @@ def _train(
     progress: Optional[ProgressCallback],
     cancel: Optional[threading.Event],
 ) -> None:
-    """AdamW on the completion tokens' loss (Hugging Face's shift, −100 ignored), seeded batch order. Each
-    completion is followed by the end-of-sequence token, so that the model's greedy completions stop."""
-    generator = torch.Generator().manual_seed(seed)
+    """The completion tokens' loss (Hugging Face's shift, −100 ignored). Each completion is followed by
+    the end-of-sequence token, so that the model's greedy completions stop."""
     ended = [example.with_completion(example.completion + tokenizer.eos_token) for example in examples]
     tokenized = tokenize_all(ended, tokenizer, max_length)
-    steps_per_epoch = (len(tokenized) + settings.batch_size - 1) // settings.batch_size
-    total_steps = steps_per_epoch * settings.epochs
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1.0 - step / total_steps))
-    model.train()
-    step = 0
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(tokenized), generator=generator).tolist()
-        for start in range(0, len(order), settings.batch_size):
-            check_cancel(cancel)
-            rows = [tokenized[i] for i in order[start : start + settings.batch_size]]
-            batch = lm_batches(rows, tokenizer.pad_token_id, len(rows))[0]
-            loss = model(**batch).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            schedule.step()
-            step += 1
-            report(progress, ProgressEvent(STAGE_TRAINING, step, total_steps, "steps"))
-    model.eval()
+
+    def batch_of(rows: list[int]) -> dict:
+        return lm_batches([tokenized[i] for i in rows], tokenizer.pad_token_id, len(rows))[0]
+
+    train_model(model, len(tokenized), batch_of, settings.training, seed, progress, cancel)
 
 
 def ensure_demo_lm(

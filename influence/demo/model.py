@@ -131,25 +131,47 @@ def _train(
     progress: Optional[ProgressCallback],
     cancel: Optional[threading.Event],
 ) -> None:
-    generator = torch.Generator().manual_seed(seed)
     encoded = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     targets = torch.as_tensor(labels, dtype=torch.long)
-    steps_per_epoch = (len(encoded) + settings.batch_size - 1) // settings.batch_size
-    total_steps = steps_per_epoch * settings.epochs
+
+    def batch_of(rows: list[int]) -> dict:
+        return {
+            **tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt"),
+            "labels": targets[rows],
+        }
+
+    train_model(model, len(encoded), batch_of, settings, seed, progress, cancel)
+
+
+def train_model(
+    model,
+    count: int,
+    batch_of: Callable[[list[int]], dict],
+    settings: DemoSettings,
+    seed: int,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> None:
+    """AdamW with a linear warmup (none at warmup_fraction 0) and decay, gradients clipped at 1, the
+    examples in a seeded order; ``batch_of(rows)`` is the model's batch (its loss included) of those rows."""
+    generator = torch.Generator().manual_seed(seed)
+    total_steps = (count + settings.batch_size - 1) // settings.batch_size * settings.epochs
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    warmup = max(1, int(settings.warmup_fraction * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup)))
-    )
+    warmup = max(1, int(settings.warmup_fraction * total_steps)) if settings.warmup_fraction > 0 else 0
+
+    def rate(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / (total_steps - warmup))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     model.train()
     step = 0
     for _ in range(settings.epochs):
-        order = torch.randperm(len(encoded), generator=generator).tolist()
-        for start in range(0, len(order), settings.batch_size):
+        order = torch.randperm(count, generator=generator).tolist()
+        for start in range(0, count, settings.batch_size):
             check_cancel(cancel)
-            rows = order[start : start + settings.batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-            loss = model(**batch, labels=targets[rows]).loss
+            loss = model(**batch_of(order[start : start + settings.batch_size])).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
