@@ -108,7 +108,7 @@ def save_tiny_lm(folder: Path, rows: dict[str, list[dict]], max_length: int = 96
     torch.manual_seed(seed)
     settings = LMSettings(dim=16, layers=1, heads=2, hidden=32, vocab_size=800)
     texts = [r.get("prompt", "") + r.get("completion", "") for r in rows["train"]] + ["user assistant system"] * 2
-    tokenizer = build_tokenizer(texts, max_length, settings.tokenizer_settings, causal=True)
+    tokenizer = build_tokenizer(texts, max_length, settings, causal=True)
     tokenizer.chat_template = CHAT_TEMPLATE
     model = build_lm(len(tokenizer), max_length, settings, tokenizer.pad_token_id)
     model.save_pretrained(folder)

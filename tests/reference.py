@@ -198,3 +198,44 @@ def influence_matrix(
 
 def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).norm() / expected.norm().clamp_min(1e-300))
+
+
+def assert_covariances_match(engine, reference: dict[str, ReferenceFactors], tolerance: float) -> None:
+    """The engine's A and S (sums over tokens) as means, against the explicit ones."""
+    for name in engine.layer_names:
+        sums = engine.factors[name].covariance
+        assert relative_error(sums.activation / sums.tokens, reference[name].activation) < tolerance, name
+        assert relative_error(sums.gradient / sums.tokens, reference[name].gradient) < tolerance, name
+
+
+def assert_eigenvalues_match(engine, reference: dict[str, ReferenceFactors], tolerance: float) -> None:
+    """The corrected eigenvalues against Λ from explicit gradients, in the engine's own eigenbasis."""
+    for name in engine.layer_names:
+        factors = engine.factors[name]
+        expected = reference_eigenvalues(
+            reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors
+        )
+        assert relative_error(factors.eigenvalues, expected) < tolerance, name
+
+
+def assert_influences_match(
+    engine,
+    test,
+    train,
+    test_grads: list[dict[str, torch.Tensor]],
+    train_grads: list[dict[str, torch.Tensor]],
+    regularization: float,
+    tolerance: float,
+) -> None:
+    """Per layer and in total, the engine's influences against a dense solve with its own curvature."""
+    fishers = {
+        name: kron_fisher(f.eigen.gradient_vectors, f.eigen.activation_vectors, f.eigenvalues)
+        for name, f in engine.factors.items()
+    }
+    expected = influence_matrix(test_grads, train_grads, fishers, regularization)
+    by_layer = engine.influences_by_layer(test, train, regularization=regularization)
+    for name in engine.layer_names:
+        assert relative_error(by_layer[name], expected[name]) < tolerance, name
+    total = engine.influences(test, train, regularization=regularization)
+    assert relative_error(total, sum(expected.values())) < tolerance
+    assert torch.allclose(total, sum(by_layer.values()), rtol=1e-12, atol=1e-12)

@@ -11,6 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 from reference import (
+    assert_covariances_match,
+    assert_eigenvalues_match,
+    assert_influences_match,
     factors_of,
     influence_matrix,
     kron_fisher,
@@ -81,37 +84,19 @@ def test_the_task_is_detected_and_the_mlp_blocks_are_tracked(fitted):
 def test_covariances_over_every_real_position_equal_brute_force(fitted):
     """A and S are means over prompt and completion positions, padding excluded."""
     engine, *_, reference = fitted
-    for name in engine.layer_names:
-        sums = engine.factors[name].covariance
-        assert relative_error(sums.activation / sums.tokens, reference[name].activation) < TOLERANCE, name
-        assert relative_error(sums.gradient / sums.tokens, reference[name].gradient) < TOLERANCE, name
+    assert_covariances_match(engine, reference, TOLERANCE)
 
 
 def test_corrected_eigenvalues_equal_brute_force(fitted):
     engine, *_, reference = fitted
-    for name in engine.layer_names:
-        factors = engine.factors[name]
-        expected = reference_eigenvalues(
-            reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors
-        )
-        assert relative_error(factors.eigenvalues, expected) < TOLERANCE, name
+    assert_eigenvalues_match(engine, reference, TOLERANCE)
 
 
 def test_influences_equal_a_dense_solve(fitted):
     engine, model, train, test, examples, _ = fitted
-    fishers = {
-        name: kron_fisher(f.eigen.gradient_vectors, f.eigen.activation_vectors, f.eigenvalues)
-        for name, f in engine.factors.items()
-    }
     test_grads = label_gradients(model, engine.layer_names, lm_unpadded([test]))
-    expected = influence_matrix(
-        test_grads, label_gradients(model, engine.layer_names, examples), fishers, REGULARIZATION
-    )
-    by_layer = engine.influences_by_layer(test, train, regularization=REGULARIZATION)
-    for name in engine.layer_names:
-        assert relative_error(by_layer[name], expected[name]) < TOLERANCE, name
-    total = engine.influences(test, train, regularization=REGULARIZATION)
-    assert relative_error(total, sum(expected.values())) < TOLERANCE
+    train_grads = label_gradients(model, engine.layer_names, examples)
+    assert_influences_match(engine, test, train, test_grads, train_grads, REGULARIZATION, TOLERANCE)
     assert (
         relative_error(
             engine.self_influences(test, REGULARIZATION), torch.diagonal(engine.influences(test, test, REGULARIZATION))

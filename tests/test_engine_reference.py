@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 from reference import (
+    assert_covariances_match,
+    assert_eigenvalues_match,
+    assert_influences_match,
     exact_fisher,
     influence_matrix,
-    kron_fisher,
     label_gradients,
-    reference_eigenvalues,
     reference_factors,
     relative_error,
     unpadded_examples,
@@ -72,11 +73,8 @@ def test_tracks_the_expected_layers(fitted):
 
 
 def test_covariances_equal_brute_force(fitted):
-    engine, _, _, _, _, reference = fitted
-    for name in engine.layer_names:
-        sums = engine.factors[name].covariance
-        assert relative_error(sums.activation / sums.tokens, reference[name].activation) < TOLERANCE, name
-        assert relative_error(sums.gradient / sums.tokens, reference[name].gradient) < TOLERANCE, name
+    engine, *_, reference = fitted
+    assert_covariances_match(engine, reference, TOLERANCE)
 
 
 def test_eigenvectors_span_the_eigenspaces_of_the_reference(fitted):
@@ -95,30 +93,15 @@ def test_eigenvectors_span_the_eigenspaces_of_the_reference(fitted):
 
 
 def test_corrected_eigenvalues_equal_brute_force(fitted):
-    engine, _, _, _, _, reference = fitted
-    for name in engine.layer_names:
-        factors = engine.factors[name]
-        expected = reference_eigenvalues(
-            reference[name], factors.eigen.gradient_vectors, factors.eigen.activation_vectors
-        )
-        assert relative_error(factors.eigenvalues, expected) < TOLERANCE, name
+    engine, *_, reference = fitted
+    assert_eigenvalues_match(engine, reference, TOLERANCE)
 
 
 def test_influences_equal_a_dense_solve(fitted):
-    engine, model, train, test, examples, reference = fitted
-    fishers = {
-        name: kron_fisher(f.eigen.gradient_vectors, f.eigen.activation_vectors, f.eigenvalues)
-        for name, f in engine.factors.items()
-    }
+    engine, model, train, test, examples, _ = fitted
     test_grads = label_gradients(model, engine.layer_names, unpadded_examples([test]))
     train_grads = label_gradients(model, engine.layer_names, examples)
-    expected = influence_matrix(test_grads, train_grads, fishers, REGULARIZATION)
-    by_layer = engine.influences_by_layer(test, train, regularization=REGULARIZATION)
-    for name in engine.layer_names:
-        assert relative_error(by_layer[name], expected[name]) < TOLERANCE, name
-    total = engine.influences(test, train, regularization=REGULARIZATION)
-    assert relative_error(total, sum(expected.values())) < TOLERANCE
-    assert torch.allclose(total, sum(by_layer.values()), rtol=1e-12, atol=1e-12)
+    assert_influences_match(engine, test, train, test_grads, train_grads, REGULARIZATION, TOLERANCE)
 
 
 def test_self_influence_is_the_diagonal(fitted):

@@ -38,20 +38,24 @@ def tiny_distilbert(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = tor
     return DistilBertForSequenceClassification(config).to(dtype)
 
 
-def tiny_llama(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64):
-    """Bias-free Linear layers everywhere (MLP gate/up/down and the score head)."""
-    torch.manual_seed(seed)
-    config = LlamaConfig(
+def _llama_config(**choices) -> LlamaConfig:
+    """The tiny Llama's widths, shared by the classifier and the causal LM."""
+    return LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=8,
         intermediate_size=12,
-        num_hidden_layers=1,
         num_attention_heads=2,
         num_key_value_heads=2,
         max_position_embeddings=64,
-        num_labels=num_labels,
         pad_token_id=PAD,
+        **choices,
     )
+
+
+def tiny_llama(num_labels: int = 2, seed: int = 0, dtype: torch.dtype = torch.float64):
+    """Bias-free Linear layers everywhere (MLP gate/up/down and the score head)."""
+    torch.manual_seed(seed)
+    config = _llama_config(num_hidden_layers=1, num_labels=num_labels)
     return LlamaForSequenceClassification(config).to(dtype)
 
 
@@ -109,18 +113,7 @@ def rebatch(batches: list[dict], size: int) -> list[dict]:
 def tiny_llama_lm(seed: int = 0, dtype: torch.dtype = torch.float64):
     """A causal LM with bias-free Linear layers everywhere (Llama, Qwen, Mistral style)."""
     torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=8,
-        intermediate_size=12,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=PAD,
-        tie_word_embeddings=False,
-    )
-    return LlamaForCausalLM(config).to(dtype)
+    return LlamaForCausalLM(_llama_config(num_hidden_layers=2, tie_word_embeddings=False)).to(dtype)
 
 
 def tiny_gpt2_lm(seed: int = 0, dtype: torch.dtype = torch.float64):

@@ -24,36 +24,11 @@ MAX_TRAIN_EXAMPLES = 4000
 
 
 @dataclass(frozen=True)
-class LMSettings:
-    """Everything that determines the trained weights (part of the cache fingerprint)."""
+class LMSettings(DemoSettings):
+    """The classifier demo's widths and optimizer for the causal LM (part of the cache fingerprint)."""
 
     version: int = 2  # 2: completions end with </s>
-    vocab_size: int = 6000
-    min_frequency: int = 2
-    dim: int = 64
-    layers: int = 2
-    heads: int = 4
-    hidden: int = 128
-    epochs: int = 2
-    batch_size: int = 32
-    learning_rate: float = 3e-3
-    weight_decay: float = 0.01
     warmup_fraction: float = 0.0  # a linear decay from the first step
-
-    @property
-    def tokenizer_settings(self) -> DemoSettings:
-        return DemoSettings(vocab_size=self.vocab_size, min_frequency=self.min_frequency)
-
-    @property
-    def training(self) -> DemoSettings:
-        """The optimizer's settings, as the shared training loop reads them."""
-        return DemoSettings(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            weight_decay=self.weight_decay,
-            warmup_fraction=self.warmup_fraction,
-        )
 
 
 def fingerprint(examples: Sequence[Example], max_length: int, seed: int, settings: LMSettings) -> str:
@@ -103,7 +78,7 @@ def _train(
     def batch_of(rows: list[int]) -> dict:
         return lm_batches([tokenized[i] for i in rows], tokenizer.pad_token_id, len(rows))[0]
 
-    train_model(model, len(tokenized), batch_of, settings.training, seed, progress, cancel)
+    train_model(model, len(tokenized), batch_of, settings, seed, progress, cancel)
 
 
 def ensure_demo_lm(
@@ -120,7 +95,7 @@ def ensure_demo_lm(
 
     def train() -> tuple:
         texts = [example.text for example in examples]
-        tokenizer = build_tokenizer(texts, max_length, settings.tokenizer_settings, causal=True)
+        tokenizer = build_tokenizer(texts, max_length, settings, causal=True)
         model = build_lm(len(tokenizer), max_length, settings, tokenizer.pad_token_id)
         _train(model, tokenizer, examples, max_length, seed, settings, progress, cancel)
         return model, tokenizer
