@@ -3,7 +3,7 @@
 :meth:`EkfacInfluence.fit <influence.ekfac.EkfacInfluence.fit>` is the one orchestration of
 the factor stages. It asks a :class:`FitJournal` what is already done and tells it what it
 finishes. This base journal keeps nothing, which is the Python API: every stage runs from
-the start. The pipeline's ``influence.store_journal.StoreJournal`` records each stage in the
+the start. The pipeline's ``influence.recording.StoreJournal`` records each stage in the
 store, checkpoints running sums beside it and answers from both, which is what makes a run
 resumable. The stages themselves are the same code either way.
 """

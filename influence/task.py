@@ -228,14 +228,6 @@ def sampled_tokens(scored: torch.Tensor, counts: list[int], seed: int, position:
         return torch.cat(drawn).long()
 
 
-def sampled_targets(logits: torch.Tensor, targets: torch.Tensor, seed: int, position: int) -> torch.Tensor:
-    """``targets`` with each completion token replaced by the one ``sampled_tokens`` draws there."""
-    mask = targets != IGNORE_INDEX
-    sampled = torch.full_like(targets, IGNORE_INDEX)
-    sampled[mask] = sampled_tokens(completion_logits(logits, targets), mask.sum(dim=1).tolist(), seed, position)
-    return sampled
-
-
 @dataclass(frozen=True)
 class TokenVectors:
     """The passes of one causal-LM capture, by index: the loss of ``label_key`` (``label_pass``) and the
@@ -289,8 +281,9 @@ class CausalLMTask:
                 f"a causal-LM batch needs {request.label_key!r}: (batch, tokens), −100 at prompt and padding positions"
             )
         targets = shifted_targets(labels)
+        completion = targets != IGNORE_INDEX
         scored = completion_logits(logits, targets)
-        kept = targets[targets != IGNORE_INDEX]
+        kept = targets[completion]
         objectives: list[torch.Tensor] = []
         label_pass = fisher_pass = None
         empirical = request.fisher and request.fisher_kind == "empirical"
@@ -301,8 +294,7 @@ class CausalLMTask:
         if request.fisher and not empirical:
             if request.fisher_kind != "sampled":
                 raise ValueError(f"the {request.fisher_kind} Fisher is not available for causal LMs")
-            counts = (targets != IGNORE_INDEX).sum(dim=1).tolist()
-            drawn = sampled_tokens(scored, counts, request.seed, request.position)
+            drawn = sampled_tokens(scored, completion.sum(dim=1).tolist(), request.seed, request.position)
             fisher_pass = len(objectives)
             objectives.append(nn.functional.cross_entropy(scored, drawn, reduction="sum"))
         vectors = TokenVectors(

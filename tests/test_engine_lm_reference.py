@@ -24,7 +24,7 @@ from reference import (
 from tiny_models import lm_batch, lm_unpadded, rebatch, repad, tiny_gpt2_lm, tiny_llama_lm, tiny_neox_lm
 
 from influence import EkfacInfluence
-from influence.task import sampled_targets, shifted_targets
+from influence.task import IGNORE_INDEX, completion_logits, sampled_tokens, shifted_targets
 from job.options import UnsupportedOption
 
 TOLERANCE = 1e-6
@@ -47,7 +47,12 @@ def engine_sampled_labels(model, batches: list[dict]) -> list[torch.Tensor]:
     for batch in batches:
         with torch.no_grad():
             logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        drawn = sampled_targets(logits, shifted_targets(batch["labels"]), SEED, position)
+        targets = shifted_targets(batch["labels"])
+        completion = targets != IGNORE_INDEX
+        drawn = torch.full_like(targets, IGNORE_INDEX)
+        drawn[completion] = sampled_tokens(
+            completion_logits(logits, targets), completion.sum(dim=1).tolist(), SEED, position
+        )
         for i in range(batch["input_ids"].shape[0]):
             length = int(batch["attention_mask"][i].sum())
             full = torch.cat([torch.full((1,), -100), drawn[i]])  # back to unshifted positions
