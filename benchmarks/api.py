@@ -25,17 +25,18 @@ import platform
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import StageTimer, plain_passes, timed  # noqa: E402
+from peer_engine import pairwise  # noqa: E402
+from timing import StageTimer, floor_eigendecompositions, floor_passes, timed  # noqa: E402
 from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
-from influence.factors import CovarianceMeans, symmetric_eigh  # noqa: E402
 
 REGULARIZATION = 1e-5
 
@@ -50,8 +51,7 @@ def one_call(engine: EkfacInfluence, test: DataLoader, train: DataLoader) -> tor
 
 
 def test_outer(engine: EkfacInfluence, test: DataLoader, train: DataLoader) -> torch.Tensor:
-    rows = [torch.cat([engine.influences(q, n, REGULARIZATION) for n in train], dim=1) for q in test]
-    return torch.cat(rows)
+    return pairwise(engine, test, train, REGULARIZATION)
 
 
 def train_outer(engine: EkfacInfluence, test: DataLoader, train: DataLoader) -> torch.Tensor:
@@ -80,29 +80,18 @@ def main() -> None:
     train = loader(build_batches(workload, workload.train, seed=1))
     test = loader(build_batches(workload, workload.test, seed=2))
 
-    plain_passes(model, list(train)[:1], workload.tracked)  # warm-up
-    EkfacInfluence(model, workload.tracked).accumulate_covariance(list(train)[:1])
-    _, floor_train = timed(plain_passes, model, train, workload.tracked)
-    _, floor_test = timed(plain_passes, model, test, workload.tracked)
-    floor_eigh: dict[str, float] = {}
-
-    def measure_eigh(means: dict[str, CovarianceMeans]) -> None:
-        def decompose() -> None:
-            for layer in means.values():
-                symmetric_eigh(layer.activation)
-                symmetric_eigh(layer.gradient)
-
-        _, floor_eigh["seconds"] = timed(decompose)
-
+    floor_train, floor_test = floor_passes(model, list(train), list(test), workload.tracked)
+    floor_eigh: Optional[float] = None
     results = {}
     for label, path in PATHS.items():
         engine = EkfacInfluence(model, workload.tracked)
-        timer = StageTimer(on_covariance=measure_eigh if not floor_eigh else None)
+        timer = StageTimer(on_covariance=floor_eigendecompositions if floor_eigh is None else None)
         engine.fit(train, journal=timer)
+        floor_eigh = floor_eigh if floor_eigh is not None else timer.on_covariance_seconds
         fit_s = sum(timer.seconds.values())
         scores, score_s = timed(path, engine, test, train)
         results[label] = (fit_s, score_s, scores)
-    floor = 3 * floor_train + floor_test + floor_eigh["seconds"]
+    floor = 3 * floor_train + floor_test + floor_eigh
 
     print(
         f"workload {workload.name}: dim {workload.dim}, {workload.layers} layers, hidden {workload.hidden}, "
@@ -115,8 +104,7 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(
-        f"floor {floor:.2f} s = 3 x train pass {floor_train:.2f} + test pass {floor_test:.2f} "
-        f"+ eigh {floor_eigh['seconds']:.2f}"
+        f"floor {floor:.2f} s = 3 x train pass {floor_train:.2f} + test pass {floor_test:.2f} + eigh {floor_eigh:.2f}"
     )
     print(f"{'path':<52}{'fit s':>8}{'score s':>9}{'total s':>9}{'/ floor':>9}")
     reference = next(iter(results.values()))[2]

@@ -24,24 +24,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from timing import StagePeaks, StageTimer, plain_passes, timed  # noqa: E402
+from timing import StagePeaks, StageTimer, floor_eigendecompositions, floor_passes  # noqa: E402
 from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
 from influence.caches import TrainCache  # noqa: E402
-from influence.factors import CovarianceMeans, symmetric_eigh  # noqa: E402
 from job.options import DEFAULT_CACHE_BYTES  # noqa: E402
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def floor_eigendecompositions(means: dict[str, CovarianceMeans]) -> None:
-    """Plain float64 eigh of every covariance: what any EK-FAC must spend."""
-    for layer in means.values():
-        symmetric_eigh(layer.activation)
-        symmetric_eigh(layer.gradient)
 
 
 def main() -> None:
@@ -69,12 +61,7 @@ def main() -> None:
     test = build_batches(workload, workload.test, seed=2)
     regularizations = [1e-5]
 
-    # Warm-up: one pass of each kind so that neither side pays first-call costs.
-    plain_passes(model, train[:1], workload.tracked)
-    EkfacInfluence(model, workload.tracked).accumulate_covariance(train[:1])
-
-    _, floor_train = timed(plain_passes, model, train, workload.tracked)
-    _, floor_test = timed(plain_passes, model, test, workload.tracked)
+    floor_train, floor_test = floor_passes(model, train, test, workload.tracked)
     floor_rss = peak_rss_mb()
 
     engine = EkfacInfluence(
@@ -82,17 +69,12 @@ def main() -> None:
     )
     cache = TrainCache(args.cache_mib * 2**20)
     memory = StagePeaks()
-    floor_eigh = {}
-
-    def measure_floor_eigh(means: dict[str, CovarianceMeans]) -> None:
-        _, floor_eigh["seconds"] = timed(floor_eigendecompositions, means)
-
-    timer = StageTimer(peaks=memory, on_covariance=measure_floor_eigh)
+    timer = StageTimer(peaks=memory, on_covariance=floor_eigendecompositions)
     engine.fit(train, journal=timer, cache=cache)
     queries = timer.time("queries", engine.query_gradients, test)
     blocks = timer.time("scores", lambda: list(engine.iter_scores(queries, train, regularizations, cache=cache)))
     stages = timer.seconds
-    floor_eigh = floor_eigh["seconds"]
+    floor_eigh = timer.on_covariance_seconds
     total = sum(stages.values())
     train_passes = 3 if args.mode == "ekfac" else 2
     floor = train_passes * floor_train + floor_test + floor_eigh
