@@ -10,6 +10,7 @@ from tui_fixtures import deterministic_store, heavy_work_done, rendered, text_of
 
 from tui.app import InfluenceApp
 from tui.screens.pair import PairScreen
+from tui.sorting import SortState
 from tui.widgets.corruption_view import CorruptionView
 from tui.widgets.ranking_view import RankingView
 from tui.widgets.status_bar import StatusBar
@@ -51,11 +52,15 @@ def test_every_tab_speaks_of_queries_documents_and_completions(store_path) -> No
             ranking = app.screen.query_one(RankingView)
             assert "completion" in [column.title for column in ranking.table_widget.columns]
             header = text_of(ranking.query_one("#ranking-test"))
-            assert (
-                header.startswith("Query #0") and "reference “positive”" in header or "reference “negative”" in header
-            )
+            assert header.startswith("Query #0")
+            assert "reference “positive”" in header or "reference “negative”" in header
             swapped = [n for n in range(app.data.n_train) if app.data.corrupted[n]]
             assert swapped and ranking._cells(swapped[0])[5][0] == "swap"
+            app.ranking_sort = SortState("label", descending=False)  # by completion: as texts, not by index
+            await heavy_work_done(pilot)
+            shown = [ranking._cells(int(n))[4][0] for n in ranking.table_widget.order]
+            assert shown == sorted(shown, key=str.lower) and len(set(shown)) > 1
+            assert shown[0] == "negative"  # the synthetic training documents' completions: negative, positive
 
             await pilot.press("enter")
             await pilot.pause()

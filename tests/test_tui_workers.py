@@ -77,6 +77,29 @@ def test_a_failing_report_leaves_the_sweep_view_able_to_try_again(store_path, mo
     asyncio.run(test())
 
 
+def test_a_failing_recompute_of_a_shown_report_says_so(store_path, monkeypatch) -> None:
+    """An old report stays on screen when its recompute fails; its note says the recompute failed,
+    not that one is running."""
+    fault = Fault(tui.app.regularization_report)
+    fault.armed = False
+    monkeypatch.setattr(tui.app, "regularization_report", fault)
+
+    async def test():
+        app = InfluenceApp(store=store_path)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("7")
+            await heavy_work_done(pilot)
+            assert app.reports
+            fault.armed = True
+            app.content_version += 1  # as when new scores land
+            await heavy_work_done(pilot)
+            await assert_failure_reported(pilot, "λ sweep failed")
+            shown = text_of(app.screen.query_one("#lambda-report"))
+            assert "recomputing failed (d: details)" in shown and "recomputing…" not in shown
+
+    asyncio.run(test())
+
+
 def test_a_failing_pooling_leaves_the_heatmap_able_to_try_again(store_path, monkeypatch) -> None:
     fault = Fault(tui.widgets.heatmap_view.pool_matrix)
     monkeypatch.setattr(tui.widgets.heatmap_view, "pool_matrix", fault)

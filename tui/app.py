@@ -369,9 +369,7 @@ class InfluenceApp(App[None]):
         if (data := self._require_data()) is None:
             return
         if not data.has_corrupted:
-            self.notify(
-                "This store has no corrupted-label variant (it was run with --corrupt none).", severity="warning"
-            )
+            self.notify(data.no_corrupted_variant, severity="warning")
             return
         self.variant = VARIANT_CORRUPTED if self.variant == VARIANT_CLEAN else VARIANT_CLEAN
 

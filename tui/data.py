@@ -24,6 +24,7 @@ from store.layout import VARIANT_CORRUPTED, LayerInfo
 from store.reader import ExampleView, StoreReader
 from store.stages import StageRecord
 from tui import format as fmt
+from tui.sorting import text_keys
 from tui.words import Words, words_for
 
 ROW_CACHE_SIZE = 48
@@ -159,6 +160,15 @@ class StoreData:
         return VARIANT_CORRUPTED in self.variants
 
     @property
+    def no_corrupted_variant(self) -> str:
+        """Why a store has no corrupted variant, as a sentence."""
+        if self.is_causal_lm and self.reader.config.get("corrupt") is not None:
+            why = "plain documents have no completion to swap"
+        else:
+            why = "it was computed with --corrupt none"
+        return f"This store has no corrupted-{self.words.label} variant ({why})."
+
+    @property
     def scores_done(self) -> bool:
         record = self.stages.get(STAGE_SCORES)
         return record is not None and record.status == STATUS_DONE
@@ -179,6 +189,13 @@ class StoreData:
             return table.completion[label] if 0 <= label < len(table.completion) else fmt.PENDING
         names = self.reader.label_names
         return names[label] if 0 <= label < len(names) else fmt.PENDING
+
+    def label_sort_keys(self, labels: np.ndarray, split: str = "train") -> np.ndarray:
+        """Sort keys of ``labels`` as :meth:`label_name` shows them: a classifier's class ids, a causal LM's
+        completions as texts (its labels are example indices, whose order says nothing)."""
+        if not self.is_causal_lm:
+            return labels
+        return text_keys([self.label_name(int(label), split) for label in labels])
 
     def prediction_text(self, index: int) -> str:
         """What the model says for test example ``index``: its class, or its greedy completion."""

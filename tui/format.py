@@ -113,6 +113,12 @@ def dropped_prefixes(names: list[str]) -> list[str]:
     return prefixes
 
 
+def capitalized(text: str) -> str:
+    """The first letter in upper case and the rest as it is (``str.capitalize`` lowers the rest,
+    a module prefix's capitals included)."""
+    return text[:1].upper() + text[1:]
+
+
 def names_note(names: list[str]) -> str:
     """``layer names without “distilbert.transformer.”`` (empty when nothing was cut)."""
     prefixes = dropped_prefixes(names)

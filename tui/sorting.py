@@ -33,6 +33,11 @@ def sort_rows(keys: np.ndarray, descending: bool, rows: np.ndarray | None = None
     return ids[order]
 
 
+def text_keys(texts: list[str]) -> np.ndarray:
+    """Sort keys of texts: case-insensitive."""
+    return np.array([text.lower() for text in texts], dtype=object)
+
+
 def _reverse_keeping_ties(values: np.ndarray, ascending: np.ndarray) -> np.ndarray:
     """Descending order of non-numeric keys whose equal keys stay in row-id order."""
     ordered = values[ascending]

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, TabbedContent, TabPane
 
+from tui import format as fmt
 from tui.widgets.base import StateView
 from tui.widgets.overview import OverviewView
 from tui.widgets.status_bar import StatusBar
@@ -76,10 +77,13 @@ class MainScreen(Screen[None]):
         self.watch(self.app, "content_version", self._name_tabs)
 
     def _name_tabs(self) -> None:
-        """The test examples' tab is a causal LM's queries."""
+        """The test examples' tab is a causal LM's queries (set once the store says so, not at every poll)."""
         data = getattr(self.app, "data", None)
-        if data is not None:
-            self.query_one(TabbedContent).get_tab("tests").label = data.words.tests.capitalize()
+        if data is None:
+            return
+        tab, title = self.query_one(TabbedContent).get_tab("tests"), fmt.capitalized(data.words.tests)
+        if str(tab.label) != title:
+            tab.label = title
 
     def view(self, tab: str) -> StateView | None:
         """The view of ``tab``; None for the instant before a lazy view is mounted."""

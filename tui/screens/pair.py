@@ -107,7 +107,7 @@ class PairScreen(Screen[None]):
         if row.scored[train]:
             parts.append(layer_split_table(data.layer_labels, layers, float(row.values[train])))
             if data.layer_note:
-                parts.append(Text(data.layer_note.capitalize(), style="dim"))
+                parts.append(Text(fmt.capitalized(data.layer_note), style="dim"))
         self.query_one("#pair-summary", Static).update(Group(*parts))
         self.query_one("#pair-test-text", Static).update(self._review_text(data, "test", test))
         self.query_one("#pair-train-text", Static).update(self._review_text(data, "train", train))

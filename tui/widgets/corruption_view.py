@@ -21,7 +21,7 @@ from tui.cells import CellText, corrupted_cell, kind_cell, rank_cell
 from tui.data import Row, StoreData
 from tui.export import ViewTable
 from tui.messages import PairRequested
-from tui.sorting import sort_rows
+from tui.sorting import sort_rows, text_keys
 from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
@@ -61,12 +61,7 @@ class CorruptionView(StateView):
         data, app = self.data, self.explorer
         summary = self.query_one("#corruption-summary", Static)
         if data is None or not data.has_corrupted:
-            summary.update(
-                self.no_store
-                if data is None
-                else "This store has no corrupted-label variant (it was computed with --corrupt none).",
-                layout=False,
-            )
+            summary.update(self.no_store if data is None else data.no_corrupted_variant, layout=False)
             self.table_widget.show(np.zeros(0, dtype=np.int64))
             return
         self._clean = data.row(VARIANT_CLEAN, app.reg_index, app.test_index)
@@ -95,7 +90,7 @@ class CorruptionView(StateView):
             "rank_clean": lambda: np.where(changes.rank_clean >= 0, changes.rank_clean, np.nan),
             "rank_corrupted": lambda: np.where(changes.rank_corrupted >= 0, changes.rank_corrupted, np.nan),
             "delta": lambda: np.where(changes.rank_clean >= 0, moved, np.nan),
-            "text": lambda: np.array([text.lower() for text in data.train.text], dtype=object),
+            "text": lambda: text_keys(data.train.text),
         }[column]()
 
     def _summary(self, data: StoreData) -> Text:

@@ -72,7 +72,7 @@ class LayersView(StateView):
                 layer_rows[:, train],
                 pair_chart.size.width,
                 pair_chart.size.height,
-                f"test #{app.test_index} × train #{train}: influence per layer"
+                f"{data.words.heading.lower()} #{app.test_index} × train #{train}: influence per layer"
                 + (f" ({data.layer_note})" if data.layer_note else ""),
                 no_color,
             ),

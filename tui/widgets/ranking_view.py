@@ -21,7 +21,7 @@ from tui.cells import CellText, corrupted_cell, kind_cell, rank_cell
 from tui.data import NO_PAIR, Row
 from tui.export import ViewTable
 from tui.messages import PairRequested
-from tui.sorting import SortState, descending_ranks, rank_of, sort_rows
+from tui.sorting import SortState, descending_ranks, rank_of, sort_rows, text_keys
 from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
@@ -117,9 +117,9 @@ class RankingView(StateView):
             "index": lambda: np.arange(data.n_train),
             INFLUENCE: lambda: row.shown,
             RELATIVE: lambda: row.relative,
-            "label": lambda: self._labels,
+            "label": lambda: data.label_sort_keys(self._labels),
             "corrupted": lambda: data.corrupted.astype(np.int8),
-            "text": lambda: np.array([text.lower() for text in data.train.text], dtype=object),
+            "text": lambda: text_keys(data.train.text),
         }[sort.column]()
 
     def _header(self) -> Text:

@@ -71,7 +71,8 @@ class RegularizationView(StateView):
                 )
             )
         else:
-            report_widget.update(self._report(report, stale=not app.report_is_current(app.variant)))
+            stale = not app.report_is_current(app.variant)
+            report_widget.update(self._report(report, stale, failed=app.report_failed(app.variant)))
 
     def on_show(self) -> None:
         """Coming back to a report that failed asks for it again."""
@@ -98,7 +99,7 @@ class RegularizationView(StateView):
                 )
         return text
 
-    def _report(self, report: RegularizationReport, stale: bool) -> RenderableType:
+    def _report(self, report: RegularizationReport, stale: bool, failed: bool) -> RenderableType:
         no_color = self.app.no_color
         regs = report.regularizations
         if len(regs) < 2:
@@ -126,8 +127,14 @@ class RegularizationView(StateView):
         legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
         note = fmt.names_note(list(report.series[:-1]))
         if note:
-            legend.append(f"\n{note.capitalize()}", style="dim")
-        if stale:
+            legend.append(f"\n{fmt.capitalized(note)}", style="dim")
+        if stale and failed:
+            legend.append(
+                "\nComputed before the latest scores landed; recomputing failed (d: details), open this tab "
+                "again to retry.",
+                style="red",
+            )
+        elif stale:
             legend.append("\nComputed before the latest scores landed; recomputing…", style="yellow")
         return Group(title, table, legend)
 

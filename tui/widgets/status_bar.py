@@ -30,9 +30,8 @@ class StatusBar(StateView):
         if data is not None:
             words = data.words
             label = fmt.one_line(data.label_name(int(data.test.label[app.test_index]), "test"))
-            test = f"{words.test} #{app.test_index}" if data.is_causal_lm else f"test #{app.test_index}"
             parts = [
-                f"{test} ({label})",
+                f"{words.heading.lower()} #{app.test_index} ({label})",
                 f"{app.variant} {words.labels}",
                 f"λ {fmt.lam(data.regularizations[app.reg_index])} ({app.reg_index + 1}/{len(data.regularizations)})",
                 fmt.SCORE_SHORT[app.score_kind],

@@ -14,7 +14,7 @@ from tui import format as fmt
 from tui.cells import PENDING_STYLE, CellText, score_cell
 from tui.data import NO_PAIR
 from tui.export import ViewTable
-from tui.sorting import matching_rows, sort_rows
+from tui.sorting import matching_rows, sort_rows, text_keys
 from tui.widgets.base import StateView
 from tui.widgets.virtual_table import Column, VirtualTable
 
@@ -87,23 +87,18 @@ class TestsView(StateView):
     def _sort_keys(self, column: str) -> np.ndarray:
         data = self.data
         assert data is not None
-        if data.is_causal_lm:  # a causal LM's reference and generated completions sort as texts
-            references = lambda: self._texts([data.label_name(int(y), "test") for y in data.test.label])  # noqa: E731
-            predictions = lambda: self._texts([data.prediction_text(i) for i in range(data.n_test)])  # noqa: E731
+        if data.is_causal_lm:  # the generated completions sort as texts
+            predictions = lambda: text_keys([data.prediction_text(i) for i in range(data.n_test)])  # noqa: E731
         else:
-            references, predictions = (lambda: data.test.label), (lambda: data.test.prediction)
+            predictions = lambda: data.test.prediction  # noqa: E731
         return {
             "index": lambda: np.arange(data.n_test),
-            "label": references,
+            "label": lambda: data.label_sort_keys(data.test.label, "test"),
             "prediction": predictions,
             "confidence": lambda: self._confidence,
             "self_influence": lambda: self._self_influence.astype(np.float64),
-            "text": lambda: self._texts(data.test.text),
+            "text": lambda: text_keys(data.test.text),
         }[column]()
-
-    @staticmethod
-    def _texts(values: list[str]) -> np.ndarray:
-        return np.array([value.lower() for value in values], dtype=object)
 
     def _cells(self, row: int) -> list[CellText]:
         data = self.data
