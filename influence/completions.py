@@ -144,7 +144,8 @@ class Tokenized:
 def tokenize(example: Example, tokenizer: Any, max_length: int) -> Tokenized:
     """Segments tokenized one by one (after the special tokens the tokenizer puts before a text), and
     cut to ``max_length``: from the start of the prompt, so that the completion survives (a long
-    review keeps its end and its answer); a completion longer than that keeps its beginning."""
+    review keeps its end and its answer); a completion longer than that keeps its beginning. The first
+    token is never marked a completion token: nothing before it predicts it, so it is never scored."""
     first = tokenizer(example.segments[0].text, add_special_tokens=True)["input_ids"]
     bare = tokenizer(example.segments[0].text, add_special_tokens=False)["input_ids"]
     prefix = first[: len(first) - len(bare)] if first[len(first) - len(bare) :] == bare else []
@@ -159,13 +160,15 @@ def tokenize(example: Example, tokenizer: Any, max_length: int) -> Tokenized:
         start = completion.index(True) if True in completion else 0
         keep = slice(len(ids) - budget, None) if len(ids) - start <= budget else slice(start, start + budget)
         ids, completion = ids[keep], completion[keep]
-    return Tokenized(prefix + ids, [False] * len(prefix) + completion)
+    completion = [False] * len(prefix) + completion
+    completion[:1] = [False]
+    return Tokenized(prefix + ids, completion)
 
 
 def tokenize_all(examples: Sequence[Example], tokenizer: Any, max_length: int) -> list[Tokenized]:
     """Every example tokenized; one that keeps no completion token to score is refused."""
     tokenized = [tokenize(example, tokenizer, max_length) for example in examples]
-    empty = [i for i, t in enumerate(tokenized) if not any(t.completion[1:])]
+    empty = [i for i, t in enumerate(tokenized) if not any(t.completion)]
     if empty:
         raise UserError(
             f"{len(empty)} example(s) (the first: #{empty[0]}) keep no completion token within --max-length "

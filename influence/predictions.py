@@ -96,6 +96,14 @@ class Generated:
     exact_match: np.ndarray  # int64: 1 where the greedy tokens begin with the reference's
 
 
+def last_completion(mask: np.ndarray) -> np.ndarray:
+    """The positions of the last run of completion tokens: what a query asks the model to write (a
+    chat's last assistant turn), as ``Example.completion`` is its last completion segment."""
+    scored = np.flatnonzero(mask)
+    breaks = np.flatnonzero(np.diff(scored) > 1)
+    return scored[breaks[-1] + 1 :] if breaks.size else scored
+
+
 def greedy_completions(
     model: nn.Module,
     tokenizer: Any,
@@ -106,12 +114,12 @@ def greedy_completions(
     cancel: Optional[threading.Event],
     on_example: OnBatch,
 ) -> Generated:
-    """Each query's greedy continuation of its prompt (the tokens before its first scored completion
-    token), at least as long as its reference, and whether it begins with the reference."""
+    """Each query's greedy continuation of its prompt (the tokens before its last completion), at least
+    as long as its reference, and whether it begins with the reference."""
     texts, exact = [], []
     for ids, mask in zip(token_ids, completion_mask):
         check_cancel(cancel)
-        scored = np.flatnonzero(mask[1:]) + 1  # the first token has nothing to be predicted from
+        scored = last_completion(mask)
         start = int(scored[0])
         reference = ids[scored].tolist()
         prompt = torch.as_tensor(ids[:start], dtype=torch.long, device=device).unsqueeze(0)
