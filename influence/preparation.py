@@ -266,8 +266,8 @@ def prepare(
         _check_preset_sources(config)
     loaded, data = _load_model_and_data(config, device, progress, cancel)
     variants = _variants(config, data)
-    options = config.engine.replace(task=loaded.task)
-    factor_variants = [v for v in variants if v == VARIANT_CLEAN or options.for_task(loaded.task).fisher == "empirical"]
+    options = config.engine.for_task(loaded.task)  # refuses a --task the model is not
+    factor_variants = [v for v in config.factor_variants if v in variants]
     try:
         engines = {
             variant: EkfacInfluence(loaded.model, config.layers, options, seed=config.seed)

@@ -16,10 +16,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from job.errors import UserError
-from job.options import EngineOptions
+from job.options import TASK_CAUSAL_LM, TASK_CLASSIFICATION, EngineOptions
 
 DEMO = "demo"
 DEMO_LM = "demo-lm"  # the demo's causal LM, trained on the data's prompts and completions
+DEMO_TASKS = {DEMO: TASK_CLASSIFICATION, DEMO_LM: TASK_CAUSAL_LM}
 DEFAULT_STORE_NAME = "influence.h5"
 CACHE_ENV = "INFLUENCE_EXPLORER_CACHE"  # overrides the user cache folder (tests point it at a temporary one)
 DEFAULT_REGULARIZATION = 1e-5
@@ -155,6 +156,9 @@ class RunConfig:
                 raise UserError(f"--corrupt must be 'all' or a fraction in (0, 1] (got {self.corrupt!r})")
         if self.checkpoint_seconds < 0:
             raise UserError("--checkpoint-every must be zero or positive")
+        demo_task = DEMO_TASKS.get(self.model)
+        if demo_task is not None and self.engine.task not in (None, demo_task):
+            raise UserError(f"--model {self.model} is a {demo_task} model: drop --task {self.engine.task}")
         return self
 
 

@@ -104,6 +104,7 @@ def _case_arguments(case: str, finished: dict) -> tuple[list[str], str]:
             "could not read dataset",
         ),
         "unknown option value": (["--model", model, "--dataset", data, "--fisher", "magic"], "invalid choice"),
+        "the demo LM as a classifier": (["--model", "demo-lm", "--task", "classification"], "is a causal-lm model"),
     }
     return cases[case]
 
@@ -123,6 +124,7 @@ CASES = [
     "negative sweep value",
     "unknown device",
     "absent GPU",
+    "the demo LM as a classifier",
     "corrupt CSV",
     "unknown option value",
 ]
