@@ -26,6 +26,7 @@ from torch import nn
 
 from influence.caches import CapturedBatch, QueryCache, TrainCache, batch_key, weights_version
 from influence.capture import LayerCapture, tensor_bytes
+from influence.distributed import Ranks
 from influence.dtypes import torch_dtype
 from influence.factors import (
     CovarianceMeans,
@@ -111,7 +112,10 @@ class EkfacInfluence:
     the eigendecomposition precision, dtypes, the cache budget. Its fields may also be given
     as keywords, ``EkfacInfluence(model, fisher="empirical", mode="kfac")``, which override
     ``options``. ``layers``: module names or glob patterns (default: the MLP blocks and the
-    head). ``seed`` seeds the sampled Fisher's labels.
+    head). ``seed`` seeds the sampled Fisher's labels. ``ranks``: under torchrun, this process's
+    place (``influence.distributed.join``): :meth:`fit` then takes every ``world``-th training batch,
+    all-reduces the sums and shares the eigendecompositions, so that every rank ends with the
+    factors of the whole data.
 
     What is computed once is reused while the model's weights and the factors stay as they
     are: the training batches :meth:`fit` captured (for scoring the same batches), and the
@@ -126,6 +130,7 @@ class EkfacInfluence:
         options: Optional[EngineOptions] = None,
         *,
         seed: int = 0,
+        ranks: Optional[Ranks] = None,
         **choices: Any,
     ):
         options = (options or EngineOptions()).replace(**choices)
@@ -135,6 +140,7 @@ class EkfacInfluence:
         self.layers: list[TrackedLayer] = resolve_layers(model, layers)
         self.seed = seed
         first = next(model.parameters())
+        self.ranks = ranks or Ranks(device=first.device)
         self.device = first.device
         self.factor_dtype = torch_dtype(self.options.factor_dtype) if self.options.factor_dtype else first.dtype
         self.autocast_dtype = torch_dtype(self.options.autocast) if self.options.autocast else None
@@ -200,10 +206,12 @@ class EkfacInfluence:
         fisher: bool,
         cache: Optional[TrainCache] = None,
         bases: Optional[Mapping[str, Eigenbasis]] = None,
+        sharded: bool = False,
     ) -> Iterator[_Step]:
-        """The batches from ``control.start_batch`` on, each captured for ``label_key`` (and the Fisher's
-        vectors when ``fisher``) or taken from ``cache`` (when kept raw, or in ``bases``, and made for
-        that); after each one, ``control.on_batch`` and a progress event."""
+        """The batches from ``control.start_batch`` on (``sharded``: this rank's alone), each captured for
+        ``label_key`` (and the Fisher's vectors when ``fisher``) or taken from ``cache`` (when kept raw,
+        or in ``bases``, and made for that); after each one, ``control.on_batch`` and a progress event.
+        Positions count every batch, so that a sampled label is the same on any number of ranks."""
         batches = _as_batches(data)
         total = _length(batches)
         position = 0
@@ -212,7 +220,7 @@ class EkfacInfluence:
         with analysis_mode(self.model):
             for index, batch in enumerate(batches):
                 size = _batch_size(batch)
-                if index >= control.start_batch:
+                if index >= control.start_batch and (not sharded or self.ranks.owns(index)):
                     check_cancel(control.cancel)
                     # A fit's pass wants the loss gradient too only where the cache may keep the batch for
                     # the scores (a causal LM's capture serves only what it backpropagated).
@@ -247,12 +255,14 @@ class EkfacInfluence:
         cache: Optional[TrainCache] = None,
         control: PassControl = WHOLE_PASS,
     ) -> dict[str, CovarianceSums]:
-        """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``control.start_batch``."""
+        """Stage 1: Σ āāᵀ and Σ ggᵀ over real tokens, continuing ``sums`` from ``control.start_batch``
+        (on several ranks, each rank's batches, then the sums of all)."""
         sums = sums if sums is not None else self.new_covariance()
-        for step in self._passes(data, STAGE_COVARIANCE, control, label_key, True, cache):
+        for step in self._passes(data, STAGE_COVARIANCE, control, label_key, True, cache, sharded=True):
             fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
                 sums[layer.name].add(step.captured.raw(layer.name), fisher)
+        self.ranks.all_reduce_sums(sums)
         return sums
 
     def eigendecompose(
@@ -264,15 +274,21 @@ class EkfacInfluence:
         progress: Optional[ProgressCallback] = None,
         cancel: Optional[threading.Event] = None,
     ) -> dict[str, Eigenbasis]:
-        """Stage 2: eigendecompositions of A and S layer by layer, those in ``done`` excepted."""
+        """Stage 2: eigendecompositions of A and S layer by layer, those in ``done`` excepted; on several
+        ranks, one layer per rank at a time, each shared from the rank that decomposed it."""
         eigen = dict(done or {})
-        for index, layer in enumerate(self.layers):
-            if layer.name not in eigen:
+        todo = [(index, layer) for index, layer in enumerate(self.layers) if layer.name not in eigen]
+        for turn in self.ranks.rounds(todo):
+            mine = None
+            if self.ranks.rank < len(turn):
                 check_cancel(cancel)
-                eigen[layer.name] = Eigenbasis.of(means[layer.name], self.factor_dtype, self.options.eigen_precision)
+                name = turn[self.ranks.rank][1].name
+                mine = Eigenbasis.of(means[name], self.factor_dtype, self.options.eigen_precision)
+            for owner, (index, layer) in enumerate(turn):
+                eigen[layer.name] = self.ranks.share(mine, owner)
                 if on_layer is not None:
                     on_layer(index, layer.name, eigen[layer.name])
-            report(progress, ProgressEvent(STAGE_EIGEN, index + 1, len(self.layers), "layers", layer.name))
+                report(progress, ProgressEvent(STAGE_EIGEN, index + 1, len(self.layers), "layers", layer.name))
         return eigen
 
     def new_eigenvalue_sums(self) -> dict[str, EigenvalueSums]:
@@ -294,10 +310,11 @@ class EkfacInfluence:
         """Stage 3 (EK-FAC): Σ_n (Q_Sᵀ DW_n Q_A)² over the Fisher vectors of every example."""
         sums = sums if sums is not None else self.new_eigenvalue_sums()
         workspace = Workspace()
-        for step in self._passes(data, STAGE_CORRECTION, control, label_key, True, cache, eigen):
+        for step in self._passes(data, STAGE_CORRECTION, control, label_key, True, cache, eigen, sharded=True):
             fisher = self._fisher_vectors(step, label_key)
             for layer in self.layers:
                 sums[layer.name].add(_in_basis(step, layer.name, eigen[layer.name], cache), fisher, workspace)
+        self.ranks.all_reduce_sums(sums)
         return sums
 
     def set_factors(

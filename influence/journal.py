@@ -17,6 +17,7 @@ from typing import Callable, Mapping, Optional, Union
 
 import torch
 
+from influence.distributed import Ranks
 from influence.factors import CovarianceMeans, CovarianceSums, Eigenbasis, EigenvalueSums
 from job.progress import ProgressCallback
 
@@ -79,3 +80,47 @@ class FitJournal:
 
     def eigenvalues_done(self, values: Mapping[str, torch.Tensor]) -> None:
         """The eigenvalue-correction stage finished with these values."""
+
+
+class SharedJournal(FitJournal):
+    """One fit on several ranks: rank 0's journal (the store's) answers for all, and records.
+
+    What is done, and what the store holds, is read on rank 0 and shared; the stages are recorded
+    by rank 0 alone, with the sums already all-reduced. A pass's running sums differ from rank to
+    rank, so none is checkpointed mid-pass: a killed pass starts again (a checkpoint a
+    one-process run left is continued, by rank 0's sums, from the batch every rank is told).
+    """
+
+    def __init__(self, ranks: Ranks, inner: FitJournal):
+        self.ranks = ranks
+        self.inner = inner
+
+    def stage(self, stage: str, total: Optional[int], unit: str) -> AbstractContextManager[None]:
+        return self.inner.stage(stage, total, unit) if self.ranks.leads else nullcontext()
+
+    def finished(self, stage: str) -> bool:
+        return self.ranks.agree(self.inner.finished(stage) if self.ranks.leads else None)
+
+    def covariance(self) -> dict[str, CovarianceMeans]:
+        return self.ranks.agree(self.inner.covariance() if self.ranks.leads else None)
+
+    def eigenbases(self) -> dict[str, Eigenbasis]:
+        return self.ranks.agree(self.inner.eigenbases() if self.ranks.leads else None)
+
+    def eigenvalues(self) -> dict[str, torch.Tensor]:
+        return self.ranks.agree(self.inner.eigenvalues() if self.ranks.leads else None)
+
+    def resume(self, stage: str, sums: RunningSums) -> int:
+        return self.ranks.agree(self.inner.resume(stage, sums) if self.ranks.leads else None)
+
+    def covariance_done(self, means: Mapping[str, CovarianceMeans]) -> None:
+        if self.ranks.leads:
+            self.inner.covariance_done(means)
+
+    def basis_done(self, index: int, name: str, basis: Eigenbasis) -> None:
+        if self.ranks.leads:
+            self.inner.basis_done(index, name, basis)
+
+    def eigenvalues_done(self, values: Mapping[str, torch.Tensor]) -> None:
+        if self.ranks.leads:
+            self.inner.eigenvalues_done(values)

@@ -1,37 +1,61 @@
-"""How much of the device's memory a run may use, and for what."""
+"""How a run divides its memory: the test gradients in chunks, then the cache of training batches.
+
+The test gradients are the largest thing a run holds (one test example's are as large as the
+tracked weights, for every factor variant), so the queries are taken in chunks that fit the
+budget, each chunk one pass over the training side; what the chunk leaves of the budget goes
+to the training batches kept between passes (``TrainCache``), which spare forward and
+backward passes but never change a number.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Optional
+from dataclasses import dataclass
+from typing import Optional, Sequence
 
 import torch
 
 from influence.ekfac import EkfacInfluence
 from job.errors import UserError
+from job.sizes import format_size
 
-QUERY_MEMORY_FRACTION = 0.5  # of the memory free on the device, for the test gradients
-CACHE_MEMORY_FRACTION = 0.25  # of the memory free on the device, for token matrices kept between passes
-
-
-def cache_budget(engine: EkfacInfluence) -> int:
-    """Memory for token matrices kept between passes: a share of what is free, at most the engine's own cap."""
-    available = available_memory(engine.device)
-    share = int(CACHE_MEMORY_FRACTION * available) if available is not None else 0
-    return min(share, engine.options.cache_bytes)
+DEFAULT_BUDGET_FRACTION = 0.75  # of the memory free on the device, when no --memory-budget is given
+QUERY_SHARE = 2 / 3  # of the budget, at most, for a chunk of test gradients; the rest for the train cache
 
 
-def check_query_memory(engine: EkfacInfluence, query_count: int) -> None:
-    """The test gradients stay in memory for the whole scores pass: refuse what cannot fit."""
+@dataclass(frozen=True)
+class MemoryPlan:
+    """What a run may hold: ``chunk_rows`` test examples' gradients at a time, and ``cache_bytes`` of
+    captured training batches. ``budget`` is None where free memory cannot be read (no limit)."""
+
+    budget: Optional[int]
+    query_row_bytes: int
+    chunk_rows: int
+    cache_bytes: int
+
+
+def plan_memory(engines: Sequence[EkfacInfluence], n_test: int, budget: Optional[int] = None) -> MemoryPlan:
+    """Chunks of test gradients sized to ``budget`` bytes (default: a share of what is free on the
+    device); a budget that cannot hold one test example's gradients is refused."""
+    engine = engines[0]
     itemsize = torch.empty((), dtype=engine.factor_dtype).element_size()
-    needed = query_count * engine.tracked_parameters * itemsize
-    available = available_memory(engine.device)
-    if available is not None and needed > QUERY_MEMORY_FRACTION * available:
+    row_bytes = itemsize * sum(e.tracked_parameters for e in engines)
+    given = budget is not None
+    if budget is None:
+        available = available_memory(engine.device)
+        budget = None if available is None else int(DEFAULT_BUDGET_FRACTION * available)
+    if budget is None:
+        return MemoryPlan(None, row_bytes, n_test, engine.options.cache_bytes)
+    rows = min(n_test, int(QUERY_SHARE * budget) // row_bytes)
+    if rows < 1:
+        where = "--memory-budget is" if given else f"the share of free memory on {engine.device} is"
         raise UserError(
-            f"the test gradients need {needed / 2**30:.1f} GiB ({query_count} test examples x "
-            f"{engine.tracked_parameters:,} tracked parameters) but {available / 2**30:.1f} GiB is free on "
-            f"{engine.device}: use fewer --num-test examples or fewer --layers"
+            f"one test example's gradients need {format_size(row_bytes)} ({engine.tracked_parameters:,} tracked "
+            f"parameters x {len(engines)} factor variant(s)) but {where} {format_size(int(QUERY_SHARE * budget))}: "
+            "give a larger --memory-budget or fewer --layers"
         )
+    cache = max(0, min(engine.options.cache_bytes, budget - rows * row_bytes))
+    return MemoryPlan(budget, row_bytes, rows, cache)
 
 
 def available_memory(device: torch.device) -> Optional[int]:

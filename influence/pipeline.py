@@ -12,7 +12,8 @@ from typing import Optional
 
 import torch
 
-from influence.modeling import count_parameters
+from influence.distributed import Ranks, join, leave
+from influence.modeling import count_parameters, resolve_device
 from influence.preparation import prepare
 from influence.stages import StageRunner
 from job.config import RunConfig
@@ -28,10 +29,32 @@ def run_pipeline(
     config: RunConfig,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
-) -> Path:
-    """Compute (or finish) the analysis of ``config`` into its store; returns the store's path."""
+) -> Optional[Path]:
+    """Compute (or finish) the analysis of ``config`` into its store; returns the store's path.
+
+    Under torchrun every rank calls this; rank 0 alone opens the store, reports ``progress`` and
+    returns the path (the others None). A rank that fails ends the run: torchrun stops the rest."""
     started = time.time()
-    analysis = prepare(config, progress, cancel)
+    ranks = join(resolve_device(config.device))
+    if ranks.leads:
+        path: Optional[Path] = _run_leader(config, ranks, started, progress, cancel)
+    else:
+        ranks.barrier()  # rank 0 prepares first: it may train (and cache) the demo model
+        StageRunner(prepare(config, None, cancel, ranks), None, None, cancel).run()
+        path = None
+    leave(ranks)
+    return path
+
+
+def _run_leader(
+    config: RunConfig,
+    ranks: Ranks,
+    started: float,
+    progress: Optional[ProgressCallback],
+    cancel: Optional[threading.Event],
+) -> Path:
+    analysis = prepare(config, progress, cancel, ranks)
+    ranks.barrier()
     path = config.store_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
@@ -46,6 +69,7 @@ def run_pipeline(
                 "model_source": analysis.loaded.source,
                 "total_parameters": count_parameters(analysis.loaded.model),
                 "tracked_parameters": analysis.engine.tracked_parameters,
+                "ranks": ranks.world,
                 "fisher": analysis.engine.options.fisher,
                 "mode": analysis.engine.options.mode,
                 "wall_seconds_last_run": round(time.time() - started, 3),
@@ -88,6 +112,8 @@ def run_export(config: RunConfig, top_k: int = 10) -> list[Path]:
     _check_writable(config.store_path().parent)
     with StderrProgress() as progress:
         store_path = run_pipeline(config, progress=progress)
+    if store_path is None:
+        return []  # a rank other than 0: rank 0 writes the tables
     with StoreReader(store_path) as reader:
         tables = export_tables(reader, out, k=top_k)
     return [store_path, *tables]

@@ -24,8 +24,10 @@ from influence.data import (
     prepare_completions,
     prepare_data,
 )
+from influence.distributed import Ranks
 from influence.ekfac import EkfacInfluence
 from influence.layers import LayerSelectionError
+from influence.memory import MemoryPlan, plan_memory
 from influence.modeling import (
     LoadedModel,
     hub_offline,
@@ -40,6 +42,7 @@ from job.errors import UserError
 from job.options import TASK_CAUSAL_LM
 from job.progress import ProgressCallback
 from store.layout import VARIANT_CLEAN, VARIANT_CORRUPTED, CompletionTable, ExampleTable, LayerInfo, StoreLayout
+from store.schema import target_chunk_rows
 
 CLASSIFICATION_LABEL_KEYS = {VARIANT_CLEAN: LABEL_KEY, VARIANT_CORRUPTED: "corrupted_labels"}
 
@@ -61,6 +64,7 @@ class Analysis:
     train_batches: dict[str, list[dict[str, torch.Tensor]]]
     test_batches: list[dict[str, torch.Tensor]]
     layout: StoreLayout
+    memory: MemoryPlan
 
     @property
     def engine(self) -> EkfacInfluence:
@@ -259,9 +263,12 @@ def prepare(
     config: RunConfig,
     progress: Optional[ProgressCallback] = None,
     cancel: Optional[threading.Event] = None,
+    ranks: Optional[Ranks] = None,
 ) -> Analysis:
-    """Load the model and data, choose the layers, tokenize, and describe the store to write."""
-    device = resolve_device(config.device)
+    """Load the model and data, choose the layers, tokenize, and describe the store to write;
+    ``ranks``: this process's place in a distributed run (and its device), default one process."""
+    ranks = ranks or Ranks(device=resolve_device(config.device))
+    device = ranks.device
     if config.preset and hub_offline():
         _check_preset_sources(config)
     loaded, data = _load_model_and_data(config, device, progress, cancel)
@@ -270,7 +277,7 @@ def prepare(
     factor_variants = [v for v in config.factor_variants if v in variants]
     try:
         engines = {
-            variant: EkfacInfluence(loaded.model, config.layers, options, seed=config.seed)
+            variant: EkfacInfluence(loaded.model, config.layers, options, seed=config.seed, ranks=ranks)
             for variant in factor_variants
         }
     except LayerSelectionError as error:
@@ -280,6 +287,7 @@ def prepare(
     else:
         train_batches, test_batches, train, test, label_names = _classification_parts(config, loaded, data)
     engine = engines[VARIANT_CLEAN]
+    memory = plan_memory(list(engines.values()), len(test), config.memory_budget)
     settings = config.analysis_settings()
     # The engine's options as resolved for the model (its task, its Fisher), so that the store says what ran.
     settings.update(
@@ -304,8 +312,9 @@ def prepare(
         factor_dtype=str(engine.factor_dtype).removeprefix("torch."),
         score_block=config.score_block,
         task=loaded.task,
+        query_tile=min(memory.chunk_rows, target_chunk_rows(len(test), len(train), config.score_block)),
     )
-    return Analysis(config, loaded, data, label_names, engines, train_batches, test_batches, layout)
+    return Analysis(config, loaded, data, label_names, engines, train_batches, test_batches, layout, memory)
 
 
 # ------------------------------------------------------------------ the stages

@@ -8,6 +8,8 @@ existing store pulls in the UI (textual) but never torch.
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
@@ -15,10 +17,12 @@ from typing import NoReturn, Optional, Sequence
 from job.config import DEFAULT_REGULARIZATION, DEFAULT_SWEEP, PRESETS, RunConfig
 from job.errors import EXIT_USAGE, UserError
 from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, TASKS, EngineOptions
+from job.sizes import parse_size
 
 PROG = "influence-explorer"
 STORE_SUFFIXES = (".h5", ".hdf5")
 EXIT_INTERRUPTED = 130
+WORLD_SIZE_ENV = "WORLD_SIZE"  # set by torchrun on every rank
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,6 +42,13 @@ def _float_list(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _name_list(text: str) -> list[str]:
@@ -106,6 +117,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="save partial factor sums this often (default 30)",
     )
+    run.add_argument(
+        "--memory-budget",
+        type=_size,
+        metavar="SIZE",
+        help="memory for test gradients and cached training batches, e.g. 512MB or 8GiB; queries are "
+        "processed in chunks that fit (default: three quarters of what is free on the device)",
+    )
+    run.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="with --export: run on N processes (one per GPU) through torchrun; under torchrun itself, "
+        "python -m influence",
+    )
     run.add_argument("--top-k", type=int, default=10, metavar="K", help="pairs per test example in the exported tables")
     return parser
 
@@ -130,6 +155,7 @@ CONFIG_OPTIONS = (
     "store",
     "device",
     "checkpoint_seconds",
+    "memory_budget",
     "export",
 )
 ENGINE_OPTIONS = ("task", "fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
@@ -168,8 +194,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             _open_ui(Path(args.store_file), None)
             return
         config = config_from_args(args)
+        if args.nproc is not None:
+            _check_nproc(args.nproc, config)
+            if args.nproc > 1:
+                sys.exit(_torchrun(args.nproc, list(sys.argv[1:] if argv is None else argv)))
         if config.export:
             _export(config, args.top_k)
+        elif _world_size() > 1:
+            raise UserError("under torchrun every rank runs headless: give --export OUT")
         else:
             _open_ui(None, config)
     except UserError as error:  # store errors included: one line, no traceback
@@ -177,6 +209,38 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; the store can be resumed by running the same command", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
+
+
+def _world_size() -> int:
+    return int(os.environ.get(WORLD_SIZE_ENV, "1"))
+
+
+def _check_nproc(nproc: int, config: RunConfig) -> None:
+    if nproc < 1:
+        raise UserError(f"--nproc must be at least 1 (got {nproc})")
+    if nproc > 1 and not config.export:
+        raise UserError("--nproc runs headless: give --export OUT (the UI computes in one process)")
+    if nproc > 1 and _world_size() > 1:
+        raise UserError("--nproc starts torchrun; under torchrun already, leave it out")
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            kept.append(arg)
+    return kept
+
+
+def _torchrun(nproc: int, argv: list[str]) -> int:
+    """The same command on ``nproc`` local processes, by torch's own launcher (one node, its own
+    rendezvous); its exit status. Several nodes: run torchrun with its rendezvous options yourself."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    return subprocess.run([*command, "-m", "influence", *_without_nproc(argv)]).returncode
 
 
 def _export(config: RunConfig, top_k: int) -> None:

@@ -31,23 +31,24 @@ def encode_chunk(tile: np.ndarray) -> bytes:
 
 
 def encode_block(
-    chunks: tuple[int, ...], fill: float, array: np.ndarray, start: int
+    chunks: tuple[int, ...], shape: tuple[int, ...], fill: float, array: np.ndarray, origin: tuple[int, ...]
 ) -> list[tuple[tuple[int, ...], bytes]]:
-    """Cut ``array`` (a dataset's columns from ``start`` on) into full chunks, encoded, with their offsets.
+    """Cut ``array`` (a dataset's region from ``origin`` on) into full chunks, encoded, with their offsets.
 
-    Pure numpy and zlib, so that it runs in a worker thread; chunks at the dataset's
-    edges are padded with the fill value, as HDF5 pads them.
+    The region must be whole chunks, except where it reaches the dataset's edge (``shape``);
+    pure numpy and zlib, so that it runs in a worker thread; chunks at the dataset's edges are
+    padded with the fill value, as HDF5 pads them.
     """
-    if start % chunks[-1] or array.shape[-1] > chunks[-1]:
-        raise ValueError(f"columns {start}..{start + array.shape[-1]} are not one whole chunk column")
-    grid = [ceil(size / chunk) for size, chunk in zip(array.shape[:-1], chunks[:-1])]
+    for low, size, chunk, extent in zip(origin, array.shape, chunks, shape):
+        if low % chunk or ((low + size) % chunk and low + size != extent) or low + size > extent:
+            raise ValueError(f"the region {origin} + {array.shape} is not whole chunks of {chunks} in {shape}")
     encoded = []
-    for index in np.ndindex(*grid):
-        low = [i * chunk for i, chunk in zip(index, chunks[:-1])]
-        part = array[tuple(slice(lo, lo + chunk) for lo, chunk in zip(low, chunks[:-1]))]
+    for index in np.ndindex(*[ceil(size / chunk) for size, chunk in zip(array.shape, chunks)]):
+        low = [i * chunk for i, chunk in zip(index, chunks)]
+        part = array[tuple(slice(lo, lo + chunk) for lo, chunk in zip(low, chunks))]
         tile = np.full(chunks, fill, dtype=array.dtype)
         tile[tuple(slice(0, size) for size in part.shape)] = part
-        encoded.append((tuple(low) + (start,), encode_chunk(tile)))
+        encoded.append((tuple(lo + o for lo, o in zip(low, origin)), encode_chunk(tile)))
     return encoded
 
 
@@ -67,12 +68,13 @@ class ChunkWriter:
     def __init__(self, workers: int | None = None) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1, thread_name_prefix="store-chunks")
 
-    def encode(self, items: list[tuple[h5py.Dataset, np.ndarray, int]]) -> list[EncodedChunk]:
-        """Compress each ``(dataset, array, start column)`` into whole chunks, ready for ``write``."""
+    def encode(self, items: list[tuple[h5py.Dataset, np.ndarray, tuple[int, ...]]]) -> list[EncodedChunk]:
+        """Compress each ``(dataset, array, origin)`` into whole chunks, ready for ``write``."""
         futures = []
-        for dataset, array, start in items:
+        for dataset, array, origin in items:
             _check_pipeline(dataset, array)
-            futures.append((dataset, self._pool.submit(encode_block, dataset.chunks, dataset.fillvalue, array, start)))
+            task = (encode_block, dataset.chunks, dataset.shape, dataset.fillvalue, array, origin)
+            futures.append((dataset, self._pool.submit(*task)))
         return [(dataset, offset, data) for dataset, future in futures for offset, data in future.result()]
 
     @staticmethod

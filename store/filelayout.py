@@ -27,6 +27,7 @@ from store.schema import (
     ATTR_LIBRARY_VERSIONS,
     ATTR_MAIN_REGULARIZATION,
     ATTR_MODEL_FINGERPRINT,
+    ATTR_QUERY_TILE,
     ATTR_REGULARIZATION,
     ATTR_REGULARIZATIONS,
     ATTR_SCORE_BLOCK,
@@ -119,6 +120,8 @@ def write_new_store(file: h5py.File, layout: StoreLayout) -> None:
     attrs[ATTR_FACTOR_DTYPE] = layout.factor_dtype
     attrs[ATTR_SCORE_BLOCK] = np.int64(layout.score_block)
     attrs[ATTR_TASK] = layout.task
+    if layout.query_tile is not None:
+        attrs[ATTR_QUERY_TILE] = np.int64(layout.query_tile)
     for spec in dataset_specs(layout):
         _create_dataset(file, spec)
     for path, values in _initial_data(layout).items():
@@ -198,6 +201,7 @@ def read_layout(file: h5py.File, path: Path) -> StoreLayout:
         factor_dtype=str(_attr(file, path, ATTR_FACTOR_DTYPE)),
         score_block=int(_attr(file, path, ATTR_SCORE_BLOCK)),
         task=task,
+        query_tile=int(file.attrs[ATTR_QUERY_TILE]) if ATTR_QUERY_TILE in file.attrs else None,
     )
 
 

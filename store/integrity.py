@@ -10,36 +10,68 @@ with a tiny λ may legitimately produce non-finite scores.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import h5py
 import numpy as np
 
 from job.stages import FACTOR_STAGES, STAGE_PREDICTIONS, STAGE_SCORES
 from store.layout import SPLITS, StoreLayout
-from store.schema import STAGE_FACTORS, examples_path, factor_path, parse_stage_key, score_path
+from store.schema import (
+    COMPLETED_PATH,
+    STAGE_FACTORS,
+    TILES_PATH,
+    examples_path,
+    factor_path,
+    parse_stage_key,
+    score_path,
+)
 
 _BLOCK_SCORES = ("total", "layers", "train_self")
 
 
-def _chunks_per_block(dataset: h5py.Dataset, width: int, n_blocks: int) -> np.ndarray:
-    columns: list[int] = []
-    dataset.id.chunk_iter(lambda info: columns.append(info.chunk_offset[-1]))
-    return np.bincount(np.asarray(columns, dtype=np.int64) // width, minlength=n_blocks)
+def completed_tiles(dataset: Callable[[str], h5py.Dataset], layout: StoreLayout) -> np.ndarray:
+    """(tiles, blocks): the tile markers, or the block markers where the store is one tile; ``dataset``
+    opens a path (a reader's refreshes SWMR datasets)."""
+    if layout.n_tiles > 1:
+        return dataset(TILES_PATH)[()].astype(bool)
+    return dataset(COMPLETED_PATH)[()].astype(bool)[np.newaxis]
 
 
-def _expected_chunks(dataset: h5py.Dataset) -> int:
-    """Chunks of one block column: all chunks except along the train axis."""
-    return int(np.prod([-(-size // chunk) for size, chunk in zip(dataset.shape[:-1], dataset.chunks[:-1])]))
+def _tile_of_row(layout: StoreLayout) -> np.ndarray:
+    return np.arange(layout.n_test) // layout.tile_rows
 
 
-def written_blocks(file: h5py.File, layout: StoreLayout) -> np.ndarray:
-    """Per score block: whether every chunk of it is allocated in every score dataset."""
-    written = np.ones(layout.n_blocks, dtype=bool)
+def _chunks_per_tile(dataset: h5py.Dataset, layout: StoreLayout) -> np.ndarray:
+    """(tiles, blocks): the allocated chunks of ``dataset`` in each; a dataset without a test axis
+    (the training self-influence) counts in tile 0, the tile it is written with."""
+    offsets: list[tuple[int, ...]] = []
+    dataset.id.chunk_iter(lambda info: offsets.append(info.chunk_offset))
+    found = np.zeros((layout.n_tiles, layout.n_blocks), dtype=np.int64)
+    if offsets:
+        at = np.asarray(offsets, dtype=np.int64)
+        tiles = _tile_of_row(layout)[at[:, -2]] if dataset.ndim > 1 else np.zeros(len(at), dtype=np.int64)
+        np.add.at(found, (tiles, at[:, -1] // dataset.chunks[-1]), 1)
+    return found
+
+
+def _expected_per_tile(dataset: h5py.Dataset, layout: StoreLayout) -> np.ndarray:
+    """(tiles, 1): the chunks of one tile of one block column; tile 0 alone for a dataset without a test axis."""
+    if dataset.ndim == 1:
+        return (np.arange(layout.n_tiles) == 0).astype(np.int64)[:, np.newaxis]
+    leading = int(np.prod([-(-size // chunk) for size, chunk in zip(dataset.shape[:-2], dataset.chunks[:-2])]))
+    rows = np.bincount(_tile_of_row(layout), minlength=layout.n_tiles)
+    return (leading * -(-rows // dataset.chunks[-2]))[:, np.newaxis]
+
+
+def written_tiles(file: h5py.File, layout: StoreLayout) -> np.ndarray:
+    """(tiles, blocks): whether every chunk of each is allocated in every score dataset."""
+    written = np.ones((layout.n_tiles, layout.n_blocks), dtype=bool)
     for variant in layout.variants:
         for k in range(len(layout.regularizations)):
             for name in _BLOCK_SCORES:
                 dataset = file[score_path(variant, k, name)]
-                width = dataset.chunks[-1]
-                written &= _chunks_per_block(dataset, width, layout.n_blocks) == _expected_chunks(dataset)
+                written &= _chunks_per_tile(dataset, layout) == _expected_per_tile(dataset, layout)
     return written
 
 

@@ -98,6 +98,10 @@ class StoreLayout:
     factor_dtype: str
     score_block: int
     task: str = TASK_CLASSIFICATION
+    # Test rows per score tile, the unit query chunks are made of and resumed by (a chunk is whole
+    # tiles); None: the whole test set is one tile, as in stores before format 1.3. It follows the
+    # memory of the run that created the store, so it is not compared on resume.
+    query_tile: int | None = None
 
     @property
     def is_causal_lm(self) -> bool:
@@ -124,6 +128,21 @@ class StoreLayout:
         if name not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {name!r}")
         return self.train if name == "train" else self.test
+
+    @property
+    def tile_rows(self) -> int:
+        return min(self.n_test, self.query_tile) if self.query_tile else self.n_test
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of query tiles (the last one may hold fewer than tile_rows test rows)."""
+        return -(-self.n_test // self.tile_rows)
+
+    def tile_rows_of(self, first_tile: int, stop_tile: int) -> tuple[int, int]:
+        """The test rows [start, stop) that tiles [first_tile, stop_tile) cover."""
+        if not 0 <= first_tile < stop_tile <= self.n_tiles:
+            raise IndexError(f"tiles {first_tile}..{stop_tile} outside 0..{self.n_tiles}")
+        return first_tile * self.tile_rows, min(stop_tile * self.tile_rows, self.n_test)
 
     def block_columns(self, block_index: int) -> tuple[int, int]:
         """The train columns [start, stop) that block ``block_index`` covers."""
@@ -189,6 +208,8 @@ def validate_layout(layout: StoreLayout) -> None:
         problems.append(f"factor_dtype must be one of {FACTOR_DTYPES}")
     if layout.score_block < 1:
         problems.append("score_block must be positive")
+    if layout.query_tile is not None and layout.query_tile < 1:
+        problems.append("query_tile must be positive")
     if layout.task not in TASKS:
         problems.append(f"task must be one of {TASKS}, not {layout.task!r}")
     elif layout.is_causal_lm:
@@ -252,10 +273,12 @@ def first_difference(stored: StoreLayout, requested: StoreLayout) -> str | None:
 
     The fingerprints come first, since they summarise the details after them.
     ``library_versions`` is not compared: resuming after a library upgrade is allowed
-    (the store keeps the versions of the run that created it).
+    (the store keeps the versions of the run that created it); nor is ``query_tile``, which
+    follows the memory of the machine that created the store, not the numbers.
     """
     first = ["model_fingerprint", "data_fingerprint"]
-    order = first + [f.name for f in fields(StoreLayout) if f.name not in first + ["library_versions"]]
+    skipped = first + ["library_versions", "query_tile"]
+    order = first + [f.name for f in fields(StoreLayout) if f.name not in skipped]
     for name in order:
         a, b = getattr(stored, name), getattr(requested, name)
         if name in ("train", "test"):

@@ -18,7 +18,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store import h5io, registry, stages
+from store import h5io, integrity, registry, stages
 from store.errors import StoreDamaged, StoreNotFound, one_line
 from store.filelayout import open_validated
 from store.jsonlog import JsonLog
@@ -281,6 +281,11 @@ class StoreReader:
     def completed_blocks(self) -> np.ndarray:
         with self._reading("the completion mask"):
             return self._dataset(COMPLETED_PATH)[()].astype(bool)
+
+    def completed_tiles(self) -> np.ndarray:
+        """(query tiles, blocks): which tiles of test rows of each block are written."""
+        with self._reading("the tile completion mask"):
+            return integrity.completed_tiles(self._dataset, self.layout)
 
     def train_columns_done(self) -> np.ndarray:
         """Per training example: whether its scores (every variant and λ) are written."""

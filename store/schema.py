@@ -20,7 +20,8 @@ from store.layout import SPLITS, VARIANT_CLEAN, LayerInfo, StoreLayout
 FORMAT_NAME = "influence-explorer"
 # 1.1: the engine options under config["engine"]; covariances stored as means.
 # 1.2: the task (classification or causal LM) and, for causal LMs, the completions and their tokens.
-FORMAT_VERSION = "1.2"
+# 1.3: query tiles: the scores of a block are written (and resumed) tile by tile of test rows.
+FORMAT_VERSION = "1.3"
 
 STAGE_VARIANT_SEPARATOR = ":"
 
@@ -63,6 +64,7 @@ ATTR_MAIN_REGULARIZATION = "main_regularization"
 ATTR_FACTOR_DTYPE = "factor_dtype"
 ATTR_SCORE_BLOCK = "score_block"
 ATTR_TASK = "task"  # absent before format 1.2: classification
+ATTR_QUERY_TILE = "query_tile"  # absent before format 1.3: the whole test set is one tile
 ATTR_REGULARIZATION = "regularization"  # on each /scores/{variant}/{k} group
 
 # Storage choices, measured in docs/store-format.md.
@@ -88,7 +90,8 @@ STAGE_RECORD_DTYPE = np.dtype(
     ]
 )
 
-COMPLETED_PATH = "/scores/completed"
+COMPLETED_PATH = "/scores/completed"  # per block: every tile of it written
+TILES_PATH = "/scores/completed_tiles"  # per (tile, block), only in stores of more than one tile
 STAGES_PATH = "/stages"
 
 
@@ -180,10 +183,18 @@ def factor_shape(layer: LayerInfo, name: str) -> tuple[int, ...]:
     }[name]
 
 
+def target_chunk_rows(n_test: int, n_train: int, score_block: int) -> int:
+    """Test rows per score chunk for about TARGET_CHUNK_BYTES per chunk, so that one row read stays small."""
+    width = min(score_block, n_train)
+    return max(1, min(n_test, TARGET_CHUNK_BYTES // (width * SCORE_DTYPE.itemsize)))
+
+
 def score_chunk_rows(layout: StoreLayout) -> int:
-    """Test rows per score chunk: about TARGET_CHUNK_BYTES per chunk, so one row read stays small."""
-    width = min(layout.score_block, layout.n_train)
-    return max(1, min(layout.n_test, TARGET_CHUNK_BYTES // (width * SCORE_DTYPE.itemsize)))
+    """Test rows per score chunk: a tile's rows when there are several tiles (each tile is then whole
+    chunks, written directly), else the target."""
+    if layout.n_tiles > 1:
+        return layout.tile_rows
+    return target_chunk_rows(layout.n_test, layout.n_train, layout.score_block)
 
 
 @dataclass(frozen=True)
@@ -272,6 +283,8 @@ def _score_specs(layout: StoreLayout) -> list[DatasetSpec]:
     rows, width = score_chunk_rows(layout), min(layout.score_block, layout.n_train)
     n_layers, n_test, n_train = len(layout.layers), layout.n_test, layout.n_train
     specs = [DatasetSpec(COMPLETED_PATH, (layout.n_blocks,), np.dtype(np.uint8), fill=0)]
+    if layout.n_tiles > 1:
+        specs.append(DatasetSpec(TILES_PATH, (layout.n_tiles, layout.n_blocks), np.dtype(np.uint8), fill=0))
     for variant in layout.variants:
         for k in range(len(layout.regularizations)):
             specs += [

@@ -11,6 +11,7 @@ resumes.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -42,6 +43,7 @@ from store.schema import (
     FACTOR_NAMES,
     GENERATED_BYTES,
     STAGES_PATH,
+    TILES_PATH,
     counts_path,
     examples_path,
     factor_path,
@@ -175,6 +177,8 @@ class StoreWriter:
                 difference = first_difference(stored, layout)
                 if difference:
                     raise StoreMismatch(path, f"the store was made for another run: {difference}")
+                # The store's own tiles, whatever this run's memory would have chosen.
+                layout = dataclasses.replace(layout, query_tile=stored.query_tile)
                 writer = cls(path, layout, lock, recovered=recovered)
         except BaseException:
             lock.release()
@@ -193,15 +197,18 @@ class StoreWriter:
 
     def _repair(self) -> None:
         """Undo markers whose data is missing and fail stages left running by a dead writer."""
-        completed = self.completed_blocks()
-        lost = np.flatnonzero(completed & ~integrity.written_blocks(self._file, self.layout))
-        if lost.size:
-            with self._writing("reset score blocks"):
-                for block in lost:
+        lost = self.completed_tiles() & ~integrity.written_tiles(self._file, self.layout)
+        if lost.any():
+            with self._writing("reset score tiles"):
+                blocks = np.flatnonzero(lost.any(axis=0))
+                for block in blocks:
                     self._file[COMPLETED_PATH][block] = 0
+                    if self.layout.n_tiles > 1:
+                        kept = self._file[TILES_PATH][:, block].astype(bool) & ~lost[:, block]
+                        self._file[TILES_PATH][:, block] = kept.astype(np.uint8)
                 self._file.flush()
-            completed[lost] = False
-            self.repairs.append(f"score blocks {lost.tolist()} were marked complete without data; reset")
+            self.repairs.append(f"score blocks {blocks.tolist()} were marked complete without data; reset")
+        completed = self.completed_blocks()
         for key, record in list(self._records.items()):
             if record.status == STATUS_RUNNING:
                 self.set_stage(key, STATUS_FAILED, message=INTERRUPTED_MESSAGE)
@@ -383,20 +390,36 @@ class StoreWriter:
         return {(variant, k) for variant in self.layout.variants for k in range(len(self.layout.regularizations))}
 
     def write_score_block(
-        self, block_index: int, *, total: ScoreArrays, layers: ScoreArrays, train_self: ScoreArrays
+        self,
+        block_index: int,
+        *,
+        total: ScoreArrays,
+        layers: ScoreArrays,
+        train_self: ScoreArrays | None,
+        tiles: tuple[int, int] | None = None,
     ) -> None:
-        """Write the scores of train columns [block_index*score_block, +w) for every (variant, λ index).
+        """Write the scores of train columns [block_index*score_block, +w) and the test rows of query
+        tiles [first, stop) (default: every tile) for every (variant, λ index).
 
-        The block is marked complete only after its data is flushed, so no reader
-        (and no resume) ever takes a block with missing data for complete.
+        ``train_self``, the block's training self-influence, comes with the first tile (it does not
+        depend on the queries) and only then. A tile is marked complete only after its data is
+        flushed, and the block once all its tiles are, so no reader (and no resume) ever takes a
+        tile with missing data for complete.
         """
+        first_tile, stop_tile = tiles if tiles is not None else (0, self.layout.n_tiles)
+        row_start, row_stop = self.layout.tile_rows_of(first_tile, stop_tile)
         start, stop = self.layout.block_columns(block_index)
-        width, n_test, n_layers = stop - start, self.layout.n_test, len(self.layout.layers)
+        rows, width, n_layers = row_stop - row_start, stop - start, len(self.layout.layers)
+        if (train_self is not None) != (first_tile == 0):
+            raise ValueError("train_self comes with the first tile of a block, and only with it")
         keys = self._score_keys()
-        shapes = {"total": (n_test, width), "layers": (n_layers, n_test, width), "train_self": (width,)}
-        arrays = {"total": total, "layers": layers, "train_self": train_self}
+        shapes = {"total": (rows, width), "layers": (n_layers, rows, width), "train_self": (width,)}
+        origins = {"total": (row_start, start), "layers": (0, row_start, start), "train_self": (start,)}
+        arrays = {"total": total, "layers": layers, "train_self": train_self or {}}
         checked: dict[tuple[str, int, str], np.ndarray] = {}
         for name, mapping in arrays.items():
+            if name == "train_self" and train_self is None:
+                continue
             if set(mapping) != keys:
                 raise ValueError(f"{name}: keys {sorted(mapping)}, expected every (variant, λ index): {sorted(keys)}")
             for (variant, k), value in mapping.items():
@@ -404,11 +427,18 @@ class StoreWriter:
         file = self._open_file()
         if self._chunk_writer is None:
             self._chunk_writer = ChunkWriter()
-        items = [(file[score_path(variant, k, name)], array, start) for (variant, k, name), array in checked.items()]
+        items = [
+            (file[score_path(variant, k, name)], array, origins[name]) for (variant, k, name), array in checked.items()
+        ]
         chunks = self._chunk_writer.encode(items)
         with self._writing(f"write score block {block_index}", sum(len(data) for _, _, data in chunks)) as file:
             self._chunk_writer.write(chunks)
             file.flush()
+            if self.layout.n_tiles > 1:
+                file[TILES_PATH][first_tile:stop_tile, block_index] = 1
+                file.flush()
+                if not file[TILES_PATH][:, block_index].all():
+                    return
             file[COMPLETED_PATH][block_index] = 1
             file.flush()
 
@@ -421,9 +451,14 @@ class StoreWriter:
             file.flush()
 
     def completed_blocks(self) -> np.ndarray:
-        """Per score block, whether it is complete (for every variant and λ)."""
+        """Per score block, whether it is complete (every tile, for every variant and λ)."""
         with _translated(self.path, "read the completion mask"):
             return self._open_file()[COMPLETED_PATH][()].astype(bool)
+
+    def completed_tiles(self) -> np.ndarray:
+        """(tiles, blocks): whether each query tile of each score block is written."""
+        with _translated(self.path, "read the tile completion mask"):
+            return integrity.completed_tiles(self._open_file().__getitem__, self.layout)
 
     # ----------------------------------------------------------------- closing
     def close(self) -> None:

@@ -105,6 +105,12 @@ def _case_arguments(case: str, finished: dict) -> tuple[list[str], str]:
         ),
         "unknown option value": (["--model", model, "--dataset", data, "--fisher", "magic"], "invalid choice"),
         "the demo LM as a classifier": (["--model", "demo-lm", "--task", "classification"], "is a causal-lm model"),
+        "memory budget not a size": (["--model", model, "--dataset", data, "--memory-budget", "lots"], "a size such as"),
+        "memory budget below one query": (
+            ["--model", model, "--dataset", data, "--memory-budget", "1KB"],
+            "one test example's gradients need",
+        ),
+        "no processes": (["--model", model, "--dataset", data, "--nproc", "0"], "--nproc must be at least 1"),
     }
     return cases[case]
 
@@ -125,6 +131,9 @@ CASES = [
     "unknown device",
     "absent GPU",
     "the demo LM as a classifier",
+    "memory budget not a size",
+    "memory budget below one query",
+    "no processes",
     "corrupt CSV",
     "unknown option value",
 ]

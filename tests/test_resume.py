@@ -1,13 +1,11 @@
 """Killed runs resume: SIGKILL at every stage boundary, in the middle of every stage, and at
-random moments; the finished store then holds the same numbers as an uninterrupted run.
-
-"The same" is float32 rounding: partial sums resume bit for bit, but BLAS kernels may
-round differently when the same product meets differently aligned memory (a cached
-batch against a recaptured one), so values are compared to a few units in the last place.
+random moments; the finished store then holds the same numbers as an uninterrupted run (to
+float32 rounding: ``store_numbers``). Stores of several query chunks resume tile by tile.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -17,9 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
+from store_numbers import assert_same_numbers, snapshot
+from test_query_chunks import budget_for_rows
 
 from influence.pipeline import run_pipeline
 from job.config import RunConfig
@@ -30,7 +29,6 @@ from store.reader import StoreReader
 pytestmark = pytest.mark.slow  # kills and reruns the pipeline in subprocesses
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_BATCHES = 6
-ROUNDING = 1e-5  # float32 rounding, a few units in the last place
 
 
 KILL_AT_EVENT = """
@@ -68,24 +66,6 @@ def setup(tmp_path_factory):
     return root, settings, reference.store_path()
 
 
-def _snapshot(path: Path) -> dict[str, np.ndarray]:
-    """Every number a reader can get from a finished store."""
-    with StoreReader(path) as reader:
-        assert all(record.status == "done" for record in reader.stages().values()), reader.stages()
-        numbers = {}
-        for variant in reader.variants:
-            for k in range(len(reader.regularizations)):
-                numbers[f"{variant}/{k}/total"] = reader.influence_matrix(variant, k)
-                for split in ("train", "test"):
-                    numbers[f"{variant}/{k}/{split}_self"] = reader.self_influence(variant, k, split)
-                for layer in range(len(reader.layers)):
-                    numbers[f"{variant}/{k}/layer{layer}"] = reader.influence_matrix(variant, k, layer=layer)
-        for layer in range(len(reader.layers)):
-            numbers[f"lambda{layer}"] = reader.factor("clean", layer, "corrected_eigenvalues")
-        numbers["probabilities"] = reader.examples("test").probabilities
-        return numbers
-
-
 def _environment() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
@@ -108,7 +88,7 @@ def test_sigkill_then_rerun_gives_the_same_numbers(setup, tmp_path, stage, where
         "eigendecomposition": 4,
         "eigenvalue_correction": TRAIN_BATCHES,
         "queries": 2,
-        "scores": TRAIN_BATCHES * 4,
+        "scores": TRAIN_BATCHES * 4 * 6,  # pairs: train × test
     }
     done = 1 if where == "middle" else totals[stage]
     # A fresh interpreter, not a fork: forking after torch's OpenMP pool has run can deadlock the child.
@@ -121,13 +101,30 @@ def test_sigkill_then_rerun_gives_the_same_numbers(setup, tmp_path, stage, where
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     run_pipeline(config)
-    _assert_same_numbers(_snapshot(reference), _snapshot(config.store_path()))
+    assert_same_numbers(snapshot(reference), snapshot(config.store_path()))
 
 
-def _assert_same_numbers(expected: dict[str, np.ndarray], resumed: dict[str, np.ndarray]) -> None:
-    for key, value in expected.items():
-        scale = float(np.abs(value).max()) if value.size else 0.0
-        np.testing.assert_allclose(resumed[key], value, rtol=ROUNDING, atol=ROUNDING * scale, err_msg=key)
+def test_a_run_in_query_chunks_resumes_tile_by_tile(setup, tmp_path):
+    """Three chunks of two queries (one block of training columns): killed after the first chunk's tile,
+    resumed and killed after the second's, then finished with the whole test set in memory (the store
+    keeps its tiles)."""
+    root, settings, reference = setup
+    whole = RunConfig(**settings, store=str(tmp_path / "store.h5")).validate()
+    chunked = dataclasses.replace(whole, memory_budget=budget_for_rows(whole, 2))
+    pairs_per_chunk = 2 * TRAIN_BATCHES * 4
+    for tiles_done in (1, 2):
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AT_EVENT, json.dumps(chunked.to_dict()), "scores", str(tiles_done * pairs_per_chunk)],
+            env=_environment(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+        with StoreReader(whole.store_path()) as reader:
+            assert reader.layout.n_tiles == 3 and int(reader.completed_tiles().sum()) == tiles_done
+    run_pipeline(whole)
+    assert_same_numbers(snapshot(reference), snapshot(whole.store_path()))
 
 
 def test_random_kills_of_the_command_line_and_a_reader_watching(setup, tmp_path):
@@ -178,4 +175,4 @@ def test_random_kills_of_the_command_line_and_a_reader_watching(setup, tmp_path)
     final = subprocess.run(args, env=_environment(), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-2000:]
     assert seen_progress
-    _assert_same_numbers(_snapshot(reference), _snapshot(store))
+    assert_same_numbers(snapshot(reference), snapshot(store))
