@@ -11,6 +11,14 @@ and the agreement of the bf16 influences with the fp32 ones (Pearson, Spearman).
 Needs only torch and transformers, so that it runs on a bare GPU machine:
 
     python benchmarks/gpu.py --device cuda [--json OUT.json]
+
+``--scale full`` runs the pipeline itself (``run_pipeline``, store and all) at the full scale
+of the notebook's setup instead: DistilBERT-base (random init) and its default layers (the 12
+FFN matrices, pre_classifier and classifier: 14), 25,000 train × 1,000 test reviews of 512
+tokens at most (synthetic texts of random lengths; the real IMDB folder holds only 10,000),
+the five-value sweep, clean and corrupted labels; every stage's time from the store's own
+records, the query chunks, the peak device memory. ``--scale small`` is the same on a tiny
+stand-in, to try it on a CPU.
 """
 
 from __future__ import annotations
@@ -65,14 +73,93 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return pearson(ranks(a.flatten().double()), ranks(b.flatten().double()))
 
 
+FULL = {"full": (25_000, 1_000, 512, 32), "small": (96, 12, 64, 8)}  # n_train, n_test, max tokens, batch
+BASE_WIDTHS = {
+    "full": dict(dim=768, layers=6, heads=12, hidden=3072),
+    "small": dict(dim=32, layers=2, heads=2, hidden=64),
+}
+SYNTHETIC_VOCABULARY = 5_000
+SYNTHETIC_SEED = 11
+
+
+def synthetic_reviews(folder: Path, n_train: int, n_test: int, max_tokens: int) -> Path:
+    """train.csv and test.csv of random words, lengths uniform up to ``max_tokens``, random labels."""
+    import numpy as np
+
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    words = [f"w{i}" for i in range(SYNTHETIC_VOCABULARY)]
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, count in (("train", n_train), ("test", n_test)):
+        with open(folder / f"{split}.csv", "w") as out:
+            out.write("text,label\n")
+            for _ in range(count):
+                length = int(rng.integers(8, max_tokens - 2))
+                out.write(" ".join(rng.choice(words, length)) + f",{int(rng.integers(2))}\n")
+    return folder
+
+
+def full_scale(scale: str, device: torch.device, autocast: str | None) -> None:
+    """The pipeline end to end at the notebook's full scale (or its small stand-in)."""
+    import tempfile
+    import time
+
+    from influence.demo.model import DemoSettings, build_model, build_tokenizer
+    from influence.pipeline import run_pipeline
+    from job.config import RunConfig
+    from job.options import EngineOptions
+    from store.reader import StoreReader
+
+    n_train, n_test, max_tokens, batch = FULL[scale]
+    with tempfile.TemporaryDirectory() as work:
+        data = synthetic_reviews(Path(work) / "reviews", n_train, n_test, max_tokens)
+        settings = replace(DemoSettings(vocab_size=SYNTHETIC_VOCABULARY + 10), **BASE_WIDTHS[scale])
+        tokenizer = build_tokenizer([" ".join(f"w{i}" for i in range(SYNTHETIC_VOCABULARY))] * 2, max_tokens, settings)
+        torch.manual_seed(SYNTHETIC_SEED)
+        model = build_model(len(tokenizer), ["negative", "positive"], max_tokens, settings)
+        model.save_pretrained(Path(work) / "model")
+        tokenizer.save_pretrained(Path(work) / "model")
+        config = RunConfig(
+            model=str(Path(work) / "model"),
+            dataset=str(data),
+            num_train=n_train,
+            num_test=n_test,
+            max_length=max_tokens,
+            batch_size=batch,
+            device=str(device),
+            engine=EngineOptions(autocast=autocast),
+            store=str(Path(work) / "store.h5"),
+        ).validate()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        started = time.perf_counter()
+        run_pipeline(config)
+        wall = time.perf_counter() - started
+        with StoreReader(config.store_path()) as reader:
+            records, layout = reader.stages(), reader.layout
+            size = config.store_path().stat().st_size
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    layers = len(layout.layers)
+    print(f"{scale} scale: {n_train} train x {n_test} test, {max_tokens} tokens, batch {batch}, {layers} layers")
+    print(f"{layout.n_tiles} query tiles of {layout.tile_rows} rows; autocast {autocast or 'none'}; device {device}")
+    for key, record in records.items():
+        print(f"{key:<32}{record.elapsed:>10.1f} s")
+    print(f"{'wall (load, tokenize, stages)':<32}{wall:>10.1f} s")
+    print(f"peak device memory {peak:.1f} GiB; store {size / 2**30:.1f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--scale", choices=sorted(FULL), help="the pipeline at the notebook's full scale")
+    parser.add_argument("--autocast", choices=["bf16"], help="with --scale: forward passes in bf16")
     parser.add_argument("--small", action="store_true", help="a tiny stand-in workload, to try the script on a CPU")
     parser.add_argument("--workload", choices=["notebook", *sorted(WORKLOADS)], default="notebook")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if args.scale:
+        full_scale(args.scale, device, args.autocast)
+        return
     workload = NOTEBOOK if args.workload == "notebook" else WORKLOADS[args.workload]
     if args.small:
         workload = replace(WORKLOADS["lm-tiny" if workload.kind == "causal-lm" else "tiny"], train=16, test=8)

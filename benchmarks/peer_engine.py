@@ -21,6 +21,7 @@ from job.options import DEFAULT_CACHE_BYTES
 def engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eigen-precision", choices=("float64", "float32"), default="float64")
     parser.add_argument("--cache-mib", type=int, default=DEFAULT_CACHE_BYTES // 2**20)
+    parser.add_argument("--query-mib", type=int, default=None, help="test gradients held at once")
     parser.add_argument("--pairwise", action="store_true", help="score batch against batch in a loop")
 
 
@@ -42,6 +43,7 @@ def main() -> None:
         mode="ekfac",
         eigen_precision=args.eigen_precision,
         cache_bytes=args.cache_mib * 2**20,
+        query_bytes=None if args.query_mib is None else args.query_mib * 2**20,
     )
     _, fit_s = timed(lambda: engine.fit(saved.train))
     if args.pairwise:

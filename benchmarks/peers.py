@@ -211,7 +211,7 @@ def export_workload(workload: Workload) -> tuple[Path, dict]:
     return work, spec
 
 
-def engine_runner(eigen_precision: str, cache_mib: Optional[int], pairwise: bool) -> Runner:
+def engine_runner(eigen_precision: str, cache_mib: Optional[int], query_mib: Optional[int], pairwise: bool) -> Runner:
     """The project's runner with its options, named after them in the table."""
     options, notes = ("--eigen-precision", eigen_precision), []
     if eigen_precision != "float64":
@@ -219,6 +219,9 @@ def engine_runner(eigen_precision: str, cache_mib: Optional[int], pairwise: bool
     if cache_mib is not None:
         options += ("--cache-mib", str(cache_mib))
         notes.append(f"cache {cache_mib} MiB")
+    if query_mib is not None:
+        options += ("--query-mib", str(query_mib))
+        notes.append(f"queries {query_mib} MiB at a time")
     if pairwise:
         options += ("--pairwise",)
         notes.append("pairwise loop")
@@ -401,6 +404,12 @@ def main() -> None:
         help="the project's token cache between passes (0: lean memory, every pass recomputed)",
     )
     parser.add_argument(
+        "--query-mib",
+        type=int,
+        default=None,
+        help="the project's test gradients held at once (the test set scored in chunks that fit)",
+    )
+    parser.add_argument(
         "--pairwise",
         action="store_true",
         help="the project scores batch against batch in a loop (the old README's way) instead of in one call",
@@ -414,7 +423,7 @@ def main() -> None:
         parser.error("--rounds must be at least 1")
 
     workload = WORKLOADS[args.workload]
-    engine = engine_runner(args.eigen_precision, args.cache_mib, args.pairwise)
+    engine = engine_runner(args.eigen_precision, args.cache_mib, args.query_mib, args.pairwise)
     runners = {"engine": (environment("engine", engine), engine)}
     runners.update({key: (environment(key, PEERS[key]), PEERS[key]) for key in peer_keys})
     work, spec = export_workload(workload)

@@ -19,11 +19,12 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Optional, Sequence
 
 import torch
 from torch import nn
 
+from influence.batches import Batch, BatchData, as_batches, batch_size, length, row_count, rows_of
 from influence.caches import CapturedBatch, QueryCache, TrainCache, batch_key, weights_version
 from influence.capture import LayerCapture, tensor_bytes
 from influence.distributed import Ranks
@@ -45,9 +46,6 @@ from influence.workspace import Workspace
 from job.options import EngineOptions
 from job.progress import ProgressCallback, ProgressEvent, check_cancel, report
 from job.stages import STAGE_CORRECTION, STAGE_COVARIANCE, STAGE_EIGEN, STAGE_QUERIES, STAGE_SCORES
-
-Batch = Mapping[str, Any]
-BatchData = Union[Batch, Iterable[Batch]]  # one batch, or any iterable of batches: a DataLoader, a list
 
 
 @dataclass
@@ -92,17 +90,6 @@ class _Step(NamedTuple):
     captured: CapturedBatch
     batch: dict[str, Any]
     key: Optional[bytes]
-
-
-def _as_batches(data: BatchData) -> Iterable[Batch]:
-    return [data] if isinstance(data, Mapping) else data
-
-
-def _length(data: Iterable[Any]) -> Optional[int]:
-    try:
-        return len(data)  # type: ignore[arg-type]
-    except TypeError:
-        return None
 
 
 class EkfacInfluence:
@@ -212,14 +199,14 @@ class EkfacInfluence:
         ``label_key`` (and the Fisher's vectors when ``fisher``) or taken from ``cache`` (when kept raw,
         or in ``bases``, and made for that); after each one, ``control.on_batch`` and a progress event.
         Positions count every batch, so that a sampled label is the same on any number of ranks."""
-        batches = _as_batches(data)
-        total = _length(batches)
+        batches = as_batches(data)
+        total = length(batches)
         position = 0
         if cache is not None:
             cache.bind(weights_version(self.model))
         with analysis_mode(self.model):
             for index, batch in enumerate(batches):
-                size = _batch_size(batch)
+                size = batch_size(batch)
                 if index >= control.start_batch and (not sharded or self.ranks.owns(index)):
                     check_cancel(control.cancel)
                     # A fit's pass wants the loss gradient too only where the cache may keep the batch for
@@ -359,7 +346,7 @@ class EkfacInfluence:
                 means = journal.covariance()
             else:
                 sums = self.new_covariance()
-                with journal.stage(STAGE_COVARIANCE, _length(_as_batches(data)), "batches"):
+                with journal.stage(STAGE_COVARIANCE, length(as_batches(data)), "batches"):
                     control = _journaled(journal, STAGE_COVARIANCE, sums, progress, cancel)
                     self.accumulate_covariance(data, sums, label_key=label_key, cache=cache, control=control)
                     means = self._means(sums)
@@ -405,7 +392,7 @@ class EkfacInfluence:
                 journal.eigenvalues_done(values)
             return values
         sums = self.new_eigenvalue_sums()
-        with journal.stage(STAGE_CORRECTION, _length(_as_batches(data)), "batches"):
+        with journal.stage(STAGE_CORRECTION, length(as_batches(data)), "batches"):
             control = _journaled(journal, STAGE_CORRECTION, sums, progress, cancel)
             self.accumulate_eigenvalues(data, eigen, sums, label_key=label_key, cache=cache, control=control)
             values = {name: corrected_eigenvalues(mode, None, eigen[name], sums[name]) for name in self.layer_names}
@@ -507,7 +494,7 @@ class EkfacInfluence:
         factors stay as they are: a loop scoring one test batch against each training batch
         in turn computes them once, not once per pair. A loader is read once, so that a
         shuffled one gives the scores in the order its gradients were taken."""
-        batches = list(_as_batches(test))
+        batches = list(as_batches(test))
         digest = hashlib.blake2b(digest_size=16)
         for batch in batches:
             digest.update(batch_key(batch))
@@ -519,11 +506,29 @@ class EkfacInfluence:
             self.query_cache.put(key, state, queries)
         return queries
 
+    def _query_chunks(self, test: BatchData) -> list[list[Batch]]:
+        """The test batches in chunks of rows whose gradients fit ``options.query_bytes`` (one chunk without it)."""
+        batches = list(as_batches(test))
+        if self.options.query_bytes is None:
+            return [batches]
+        row_bytes = self.tracked_parameters * torch.empty((), dtype=self.factor_dtype).element_size()
+        rows, total = max(1, self.options.query_bytes // row_bytes), row_count(batches)
+        return [rows_of(batches, start, min(start + rows, total)) for start in range(0, total, rows)]
+
     def _score_matrix(self, test: BatchData, train: BatchData, regularizations: Sequence[float]) -> torch.Tensor:
-        """(regularizations, layers, n_test, n_train) for the clean labels."""
-        queries = self._cached_queries(test)
-        scores = self.iter_scores(queries, train, regularizations, cache=self.train_cache, with_self_influence=False)
-        return torch.cat([block.layers[0] for block in scores], dim=-1)
+        """(regularizations, layers, n_test, n_train) for the clean labels, chunk by chunk of test rows."""
+        chunks = self._query_chunks(test)
+        if len(chunks) > 1 and iter(train) is train:
+            raise ValueError("query_bytes scores the test set in chunks, each a pass over train: pass a list or loader")
+        parts = []
+        for chunk in chunks:  # several chunks: each one's gradients are let go, never cached
+            queries = self._cached_queries(chunk) if len(chunks) == 1 else self.query_gradients(chunk)
+            scores = self.iter_scores(
+                queries, train, regularizations, cache=self.train_cache, with_self_influence=False
+            )
+            parts.append(torch.cat([block.layers[0] for block in scores], dim=-1))
+            del queries
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-2)
 
     def influences(self, test: BatchData, train: BatchData, regularization: float = 1e-5) -> torch.Tensor:
         """(n_test, n_train): the influence of each training example on each test example.
@@ -588,10 +593,3 @@ def _in_basis(step: _Step, name: str, basis: Eigenbasis, cache: Optional[TrainCa
 
 def _joined(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts)
-
-
-def _batch_size(batch: Batch) -> int:
-    for value in batch.values():
-        if isinstance(value, torch.Tensor) and value.dim() > 0:
-            return int(value.shape[0])
-    raise ValueError("a batch must hold at least one tensor with a batch dimension")

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterator, Optional, TypeVar
 import numpy as np
 import torch
 
+from influence.batches import rows_of
 from influence.caches import TrainCache
 from influence.ekfac import EkfacInfluence, Queries, ScoreBatch
 from influence.journal import FitJournal, PassControl, SharedJournal
@@ -36,7 +37,6 @@ from store.layout import VARIANT_CLEAN, StoreLayout
 from store.schema import stage_key
 from store.writer import StoreWriter
 
-
 T = TypeVar("T")
 Chunk = tuple[int, int]  # query tiles [first, stop): the test rows one pass over the training side scores
 
@@ -45,18 +45,6 @@ def query_chunks(layout: StoreLayout, chunk_rows: int) -> list[Chunk]:
     """The store's tiles in chunks of about ``chunk_rows`` test rows (whole tiles, at least one each)."""
     per_chunk = max(1, chunk_rows // layout.tile_rows)
     return [(first, min(first + per_chunk, layout.n_tiles)) for first in range(0, layout.n_tiles, per_chunk)]
-
-
-def batches_of_rows(batches: list[dict[str, torch.Tensor]], start: int, stop: int) -> list[dict[str, torch.Tensor]]:
-    """The rows [start, stop) of a list of batches (each tensor batch-first), cut where they fall."""
-    cut, position = [], 0
-    for batch in batches:
-        size = next(iter(batch.values())).shape[0]
-        low, high = max(start - position, 0), min(stop - position, size)
-        if low < high:
-            cut.append(batch if (low, high) == (0, size) else {k: v[low:high] for k, v in batch.items()})
-        position += size
-    return cut
 
 
 class StageRunner:
@@ -202,7 +190,7 @@ class StageRunner:
 
     # ----------------------------------------------------------------- queries
     def _chunk_batches(self, chunk: Chunk) -> list[dict[str, torch.Tensor]]:
-        return batches_of_rows(self.analysis.test_batches, *self.layout.tile_rows_of(*chunk))
+        return rows_of(self.analysis.test_batches, *self.layout.tile_rows_of(*chunk))
 
     def _chunk_queries(
         self, engines: dict[str, EkfacInfluence], chunk: Chunk, offset: int = 0, total: Optional[int] = None
@@ -213,7 +201,9 @@ class StageRunner:
         queries = {}
         for index, (variant, engine) in enumerate(engines.items()):
             progress = None if total is None else self._renamed(VARIANT_CLEAN, offset + index * len(batches), total)
-            queries[variant] = engine.query_gradients(batches, control=PassControl(progress=progress, cancel=self.cancel))
+            queries[variant] = engine.query_gradients(
+                batches, control=PassControl(progress=progress, cancel=self.cancel)
+            )
         return queries
 
     def queries(self, engines: dict[str, EkfacInfluence]) -> Optional[tuple[Chunk, dict[str, Queries]]]:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
+from job.channel import CLI_MODULE, torchrun
 from job.config import DEFAULT_REGULARIZATION, DEFAULT_SWEEP, PRESETS, RunConfig
 from job.errors import EXIT_USAGE, UserError
 from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, TASKS, EngineOptions
@@ -128,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--nproc",
         type=int,
         metavar="N",
-        help="with --export: run on N processes (one per GPU) through torchrun; under torchrun itself, "
-        "python -m influence",
+        help="run the engine on N processes (one per GPU) through torchrun; "
+        "torchrun --nproc-per-node N -m influence --export OUT does the same by hand",
     )
     run.add_argument("--top-k", type=int, default=10, metavar="K", help="pairs per test example in the exported tables")
     return parser
@@ -156,6 +157,7 @@ CONFIG_OPTIONS = (
     "device",
     "checkpoint_seconds",
     "memory_budget",
+    "nproc",
     "export",
 )
 ENGINE_OPTIONS = ("task", "fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
@@ -194,10 +196,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             _open_ui(Path(args.store_file), None)
             return
         config = config_from_args(args)
-        if args.nproc is not None:
-            _check_nproc(args.nproc, config)
-            if args.nproc > 1:
-                sys.exit(_torchrun(args.nproc, list(sys.argv[1:] if argv is None else argv)))
+        if config.nproc > 1 and _world_size() > 1:
+            raise UserError("--nproc starts torchrun; under torchrun already, leave it out")
+        if config.nproc > 1 and config.export:
+            sys.exit(_torchrun_export(config.nproc, list(sys.argv[1:] if argv is None else argv)))
         if config.export:
             _export(config, args.top_k)
         elif _world_size() > 1:
@@ -215,15 +217,6 @@ def _world_size() -> int:
     return int(os.environ.get(WORLD_SIZE_ENV, "1"))
 
 
-def _check_nproc(nproc: int, config: RunConfig) -> None:
-    if nproc < 1:
-        raise UserError(f"--nproc must be at least 1 (got {nproc})")
-    if nproc > 1 and not config.export:
-        raise UserError("--nproc runs headless: give --export OUT (the UI computes in one process)")
-    if nproc > 1 and _world_size() > 1:
-        raise UserError("--nproc starts torchrun; under torchrun already, leave it out")
-
-
 def _without_nproc(argv: list[str]) -> list[str]:
     kept, skip = [], False
     for arg in argv:
@@ -236,11 +229,9 @@ def _without_nproc(argv: list[str]) -> list[str]:
     return kept
 
 
-def _torchrun(nproc: int, argv: list[str]) -> int:
-    """The same command on ``nproc`` local processes, by torch's own launcher (one node, its own
-    rendezvous); its exit status. Several nodes: run torchrun with its rendezvous options yourself."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    return subprocess.run([*command, "-m", "influence", *_without_nproc(argv)]).returncode
+def _torchrun_export(nproc: int, argv: list[str]) -> int:
+    """The same command on ``nproc`` local processes, by torch's own launcher; its exit status."""
+    return subprocess.run([*torchrun(nproc), "-m", CLI_MODULE, *_without_nproc(argv)]).returncode
 
 
 def _export(config: RunConfig, top_k: int) -> None:

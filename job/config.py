@@ -31,7 +31,7 @@ DEFAULT_MAX_NEW_TOKENS = 16  # a causal LM's greedy completion of each query
 
 # Fields that change the numbers: a store is reused only when all of them match.
 # Everything else (device, paths, checkpoint cadence) may differ between runs.
-RUNTIME_FIELDS = ("store", "device", "checkpoint_seconds", "preset", "export", "memory_budget")
+RUNTIME_FIELDS = ("store", "device", "checkpoint_seconds", "preset", "export", "memory_budget", "nproc")
 
 
 @dataclass
@@ -66,6 +66,7 @@ class RunConfig:
     device: str = "auto"
     checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     memory_budget: Optional[int] = None  # bytes for test gradients and the train cache; None: what is free
+    nproc: int = 1  # processes (ranks) the engine runs on, through torchrun
 
     # ----------------------------------------------------------- derived
     @property
@@ -157,6 +158,8 @@ class RunConfig:
                 raise UserError(f"--corrupt must be 'all' or a fraction in (0, 1] (got {self.corrupt!r})")
         if self.checkpoint_seconds < 0:
             raise UserError("--checkpoint-every must be zero or positive")
+        if self.nproc < 1:
+            raise UserError(f"--nproc must be at least 1 (got {self.nproc})")
         if self.memory_budget is not None and self.memory_budget < 1:
             raise UserError(f"--memory-budget must be at least one byte (got {self.memory_budget})")
         demo_task = DEMO_TASKS.get(self.model)

@@ -73,8 +73,10 @@ class EngineOptions:
     forward passes under autocast in that dtype; factors stay in ``factor_dtype``.
     ``cache_bytes`` bounds what is kept between passes over the same data (captured
     training batches, and as much again of test gradients); 0 keeps nothing, and results are
-    identical either way. ``keep_covariance`` keeps A and S after fitting (scoring needs only
-    the eigenbases, and the covariances are as large).
+    identical either way. ``query_bytes`` bounds the test gradients ``influences`` and its kin
+    hold at once: the test batches are scored in chunks of rows that fit, each chunk another
+    pass over the training batches (None: all at once). ``keep_covariance`` keeps A and S
+    after fitting (scoring needs only the eigenbases, and the covariances are as large).
     """
 
     fisher: Optional[str] = None
@@ -84,6 +86,7 @@ class EngineOptions:
     autocast: Optional[str] = None
     task: Optional[str] = None
     cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, metadata=RUNTIME)
+    query_bytes: Optional[int] = field(default=None, metadata=RUNTIME)
     keep_covariance: bool = field(default=False, metadata=RUNTIME)
 
     def __post_init__(self) -> None:
@@ -97,6 +100,8 @@ class EngineOptions:
             object.__setattr__(self, name, value)
         if not isinstance(self.cache_bytes, int) or self.cache_bytes < 0:
             raise ValueError(f"cache_bytes must be a whole number of bytes >= 0 (got {self.cache_bytes!r})")
+        if self.query_bytes is not None and (not isinstance(self.query_bytes, int) or self.query_bytes < 1):
+            raise ValueError(f"query_bytes must be None or a whole number of bytes >= 1 (got {self.query_bytes!r})")
 
     def replace(self, **changes: Any) -> "EngineOptions":
         """These options with ``changes``; an unknown name is a TypeError that lists the known ones."""

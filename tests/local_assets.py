@@ -114,3 +114,26 @@ def save_tiny_lm(folder: Path, rows: dict[str, list[dict]], max_length: int = 96
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def write_pairs(folder: Path, rows: dict[str, list[dict]]) -> Path:
+    """One JSONL file per split, a row per line (pairs, chat messages or documents)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, split_rows in rows.items():
+        with open(folder / f"{split}.jsonl", "w") as handle:
+            for row in split_rows:
+                handle.write(json.dumps(row) + "\n")
+    return folder
+
+
+def tiny_runs(root: Path, num_train: int, num_test: int) -> dict[str, dict[str, str]]:
+    """The tiny classifier on a CSV folder and the tiny causal LM on prompt/completion pairs, as
+    RunConfig fields (``model``, ``dataset``) under "classifier" and "lm"."""
+    rows, pairs = corpus_rows(num_train, num_test), lm_rows(num_train, num_test)
+    return {
+        "classifier": {
+            "model": str(save_tiny_model(root / "model", rows)),
+            "dataset": str(write_csv_folder(root / "csv", rows)),
+        },
+        "lm": {"model": str(save_tiny_lm(root / "lm", pairs)), "dataset": str(write_pairs(root / "pairs", pairs))},
+    }

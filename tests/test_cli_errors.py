@@ -105,7 +105,10 @@ def _case_arguments(case: str, finished: dict) -> tuple[list[str], str]:
         ),
         "unknown option value": (["--model", model, "--dataset", data, "--fisher", "magic"], "invalid choice"),
         "the demo LM as a classifier": (["--model", "demo-lm", "--task", "classification"], "is a causal-lm model"),
-        "memory budget not a size": (["--model", model, "--dataset", data, "--memory-budget", "lots"], "a size such as"),
+        "memory budget not a size": (
+            ["--model", model, "--dataset", data, "--memory-budget", "lots"],
+            "a size such as",
+        ),
         "memory budget below one query": (
             ["--model", model, "--dataset", data, "--memory-budget", "1KB"],
             "one test example's gradients need",

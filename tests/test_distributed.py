@@ -9,16 +9,14 @@ these models) and a little less at the default λ = 1e-5 (docs/architecture.md, 
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from local_assets import corpus_rows, lm_rows, save_tiny_lm, save_tiny_model, write_csv_folder
+from local_assets import tiny_runs
 from store_numbers import snapshot
-from test_pipeline_lm import write_pairs
 from test_query_chunks import budget_for_rows
 
 from influence.pipeline import run_pipeline
@@ -53,14 +51,8 @@ main(sys.argv[1:])
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distributed")
-    rows, pairs = corpus_rows(num_train=160, num_test=10), lm_rows(num_train=32, num_test=8)
-    write_pairs(root / "pairs", pairs)
-    return {
-        "classifier": ["--model", str(save_tiny_model(root / "model", rows)), "--dataset", str(write_csv_folder(root / "csv", rows))],
-        "lm": ["--model", str(save_tiny_lm(root / "lm", pairs)), "--dataset", str(root / "pairs")],
-        "root": root,
-    }
+    runs = tiny_runs(tmp_path_factory.mktemp("distributed"), num_train=160, num_test=10)
+    return {kind: ["--model", run["model"], "--dataset", run["dataset"]] for kind, run in runs.items()}
 
 
 def _environment() -> dict[str, str]:

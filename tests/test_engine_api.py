@@ -127,3 +127,21 @@ def test_options_come_as_one_dataclass_or_as_keywords():
         EkfacInfluence(model, fishr="exact")
     assert EngineOptions(factor_dtype=torch.float64).factor_dtype == "float64"
     assert "cache_bytes" not in EngineOptions().analysis_settings()
+
+
+def test_query_bytes_scores_the_test_set_in_chunks_with_the_same_numbers(readme_run, monkeypatch):
+    """Chunks of two test rows (cut inside the loader's batches): six passes over train, the same matrix."""
+    ekfac, test_loader, train_loader = readme_run["ekfac"], readme_run["test_loader"], readme_run["train_loader"]
+    whole = ekfac.explore_hessian_regularization(test_loader, train_loader, [1e-5, 1e-2])
+    chunked = EkfacInfluence(ekfac.model, options=ekfac.options.replace(query_bytes=2 * 4 * ekfac.tracked_parameters))
+    chunked.set_factors(ekfac._bases(), {name: f.eigenvalues for name, f in ekfac.factors.items()})
+    counted = []
+    real = chunked.query_gradients
+    monkeypatch.setattr(chunked, "query_gradients", lambda data, **kw: counted.append(data) or real(data, **kw))
+    result = chunked.explore_hessian_regularization(test_loader, train_loader, [1e-5, 1e-2])
+    assert [sum(len(b["labels"]) for b in chunk) for chunk in counted] == [2] * 6 and not chunked.query_cache
+    for reg in whole:
+        for name, scores in whole[reg].items():
+            torch.testing.assert_close(result[reg][name], scores, rtol=1e-5, atol=1e-6 * float(scores.abs().max()))
+    with pytest.raises(ValueError, match="pass a list or loader"):
+        chunked.influences(test_loader, iter(list(train_loader)))

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import pytest
-from local_assets import lm_rows, save_tiny_lm
+from local_assets import lm_rows, save_tiny_lm, write_pairs
 
 from influence.ekfac import EkfacInfluence
 from influence.preparation import prepare
@@ -16,14 +15,6 @@ from job.config import RunConfig
 from store.reader import StoreReader
 
 SMALL = ["--num-train", "16", "--num-test", "4", "--batch-size", "4", "--max-length", "96", "--sweep", "1e-3"]
-
-
-def write_pairs(folder, rows) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for split, split_rows in rows.items():
-        with open(folder / f"{split}.jsonl", "w") as handle:
-            for row in split_rows:
-                handle.write(json.dumps(row) + "\n")
 
 
 @pytest.fixture(scope="module")

@@ -7,14 +7,14 @@ import math
 
 import pytest
 import torch
-from local_assets import corpus_rows, lm_rows, save_tiny_lm, save_tiny_model, write_csv_folder
+from local_assets import tiny_runs
 from store_numbers import assert_same_numbers, snapshot
-from test_pipeline_lm import write_pairs
 
+from influence.batches import rows_of
 from influence.memory import QUERY_SHARE, plan_memory
 from influence.pipeline import run_pipeline
 from influence.preparation import prepare
-from influence.stages import batches_of_rows, query_chunks
+from influence.stages import query_chunks
 from job.config import RunConfig
 from job.errors import UserError
 from job.options import EngineOptions
@@ -28,13 +28,7 @@ CHUNK_ROWS = 2  # test rows per chunk under the forced budget: three chunks
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chunks")
-    rows, pairs = corpus_rows(num_train=40, num_test=10), lm_rows(num_train=20, num_test=8)
-    write_pairs(root / "pairs", pairs)
-    return {
-        "classifier": dict(model=str(save_tiny_model(root / "model", rows)), dataset=str(write_csv_folder(root / "csv", rows))),
-        "lm": dict(model=str(save_tiny_lm(root / "lm", pairs)), dataset=str(root / "pairs")),
-    }
+    return tiny_runs(tmp_path_factory.mktemp("chunks"), num_train=40, num_test=10)
 
 
 def budget_for_rows(config: RunConfig, rows: int) -> int:
@@ -88,7 +82,7 @@ def test_chunks_are_whole_tiles():
 
 def test_batches_are_cut_at_the_rows_asked_for():
     batches = [{"input_ids": torch.arange(4 * i, 4 * i + 4).unsqueeze(1)} for i in range(3)]
-    cut = batches_of_rows(batches, 3, 9)
+    cut = rows_of(batches, 3, 9)
     assert [b["input_ids"].flatten().tolist() for b in cut] == [[3], [4, 5, 6, 7], [8]]
     assert cut[1] is batches[1]  # a whole batch is passed on as it is
 

@@ -114,7 +114,14 @@ def test_a_run_in_query_chunks_resumes_tile_by_tile(setup, tmp_path):
     pairs_per_chunk = 2 * TRAIN_BATCHES * 4
     for tiles_done in (1, 2):
         killed = subprocess.run(
-            [sys.executable, "-c", KILL_AT_EVENT, json.dumps(chunked.to_dict()), "scores", str(tiles_done * pairs_per_chunk)],
+            [
+                sys.executable,
+                "-c",
+                KILL_AT_EVENT,
+                json.dumps(chunked.to_dict()),
+                "scores",
+                str(tiles_done * pairs_per_chunk),
+            ],
             env=_environment(),
             capture_output=True,
             text=True,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import h5py
-import numpy as np
 import pytest
 from test_store_support import block_scores, check_against_expected, small_layout
 

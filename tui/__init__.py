@@ -1,5 +1,5 @@
-"""The terminal UI: a Textual app over one store, with the engine running behind it in a thread.
+"""The terminal UI: a Textual app over one store, with the engine running behind it in a process of its own.
 
-Importing any module of this package never imports torch: the engine is imported inside
-the worker that runs it (``tui.engine.default_runner``).
+No module of this package imports torch, ever: the engine runs in a child process
+(``tui.engine.process_runner``) that a worker thread follows.
 """

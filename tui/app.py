@@ -2,9 +2,9 @@
 
 The state a person steers — test review, training review of the pair, clean or
 corrupted labels, λ index, raw or relative influence, sort orders — lives here as
-Textual vars, and each view follows what it shows. The engine runs in a thread
-worker (``tui.engine``); its progress arrives as throttled messages, and a timer
-refreshes the store while it runs, so the views fill in as data lands.
+Textual vars, and each view follows what it shows. The engine runs in a child process
+that a thread worker follows (``tui.engine``); its progress arrives as throttled messages,
+and a timer refreshes the store while it runs, so the views fill in as data lands.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from tui.engine import (
     EngineRunner,
     LiveProgress,
     ProgressThrottle,
-    default_runner,
+    process_runner,
     run_engine,
 )
 from tui.messages import EngineProgress, EngineStopped, PairRequested, WorkerFailed
@@ -125,7 +125,7 @@ class InfluenceApp(App[None]):
         self.store_path: Path = Path(store) if store is not None else config.store_path()
         self.data: StoreData | None = None
         self.store_problem: str | None = None  # why no store is open, shown by the overview
-        self.engine_runner: EngineRunner = engine_runner or default_runner
+        self.engine_runner: EngineRunner = engine_runner or process_runner
         self.live = LiveProgress()
         self.last_outcome: EngineOutcome | None = None
         self.last_failure: WorkerFailed | None = None  # what the d key details

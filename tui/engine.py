@@ -1,14 +1,18 @@
 """Running the engine behind the UI: the job API (start, progress, cancel) and nothing Textual.
 
-The engine is imported only inside ``default_runner``, which runs in the worker
-thread, so that the UI opens an existing store without torch. ``run_engine`` turns
-every way a run can end into an ``EngineOutcome``: the UI shows it, it never
-crashes on it.
+The engine runs in a process of its own (``process_runner``: ``influence.engine_process``,
+or torchrun with N ranks), which the worker thread follows through the channel of
+``job.channel``; the UI process never imports torch, and its redraws never compete with the
+engine for the interpreter. ``run_engine`` turns every way a run can end into an
+``EngineOutcome``: the UI shows it, it never crashes on it.
 """
 
 from __future__ import annotations
 
 import math
+import signal
+import subprocess
+import tempfile
 import threading
 import time
 import traceback
@@ -16,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal
 
+from job import channel
 from job.config import RunConfig
 from job.errors import UserError
 from job.progress import Cancelled, ProgressCallback, ProgressEvent
@@ -23,6 +28,8 @@ from store.errors import StoreDamaged, StoreError, StoreMismatch, StoreVersionEr
 
 EngineRunner = Callable[[RunConfig, ProgressCallback, threading.Event], Path]
 PROGRESS_INTERVAL = 0.1  # seconds between two progress messages of one stage: ~10 per second
+CANCEL_POLL_SECONDS = 0.05
+CHILD_LOG_CHARACTERS = 4000  # of the engine process's stderr, shown when it crashes
 
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
 # The engine refused the store itself: what it holds is not this run's result and must not be shown as such.
@@ -30,11 +37,61 @@ STORE_REJECTED = (StoreMismatch, StoreVersionError, StoreDamaged)
 OutcomeStatus = Literal["finished", "cancelled", "failed"]
 
 
-def default_runner(config: RunConfig, progress: ProgressCallback, cancel: threading.Event) -> Path:
-    """``influence.pipeline.run_pipeline``, imported here (in the worker) so torch loads only when needed."""
-    from influence.pipeline import run_pipeline
+class EngineCrashed(Exception):
+    """The engine process failed on a bug, or died without saying how it ended; ``details`` tells the story."""
 
-    return run_pipeline(config, progress=progress, cancel=cancel)
+    def __init__(self, message: str, details: str) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+# Store errors the engine process may end with, rebuilt by name on this side.
+STORE_ERRORS = {cls.__name__: cls for cls in (StoreError, *StoreError.__subclasses__())}
+
+
+def process_runner(config: RunConfig, progress: ProgressCallback, cancel: threading.Event) -> Path:
+    """The engine in a child process: its progress passed on, ``cancel`` sent as SIGINT, its ending
+    returned (the store's path) or raised as the error it was (a store error, a user's, a crash)."""
+    with tempfile.TemporaryFile(mode="w+") as log:  # the child's stderr: never the terminal the UI draws on
+        child = subprocess.Popen(
+            channel.engine_command(config), stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+        )
+        watcher = threading.Thread(target=_forward_cancel, args=(child, cancel), daemon=True, name="engine-cancel")
+        watcher.start()
+        ending = None
+        for line in child.stdout:
+            message = channel.decode(line)
+            if isinstance(message, ProgressEvent):
+                progress(message)
+            elif message is not None and ending is None:
+                ending = message
+        status = child.wait()
+        watcher.join()
+        log.seek(0)
+        return _ended(ending, status, log.read()[-CHILD_LOG_CHARACTERS:])
+
+
+def _forward_cancel(child: subprocess.Popen, cancel: threading.Event) -> None:
+    while child.poll() is None:
+        if cancel.wait(CANCEL_POLL_SECONDS):
+            child.send_signal(signal.SIGINT)
+            return
+
+
+def _ended(ending: channel.Ending | None, status: int, log: str) -> Path:
+    if ending is None:
+        how = f"killed by signal {-status}" if status < 0 else f"exited with status {status}"
+        raise EngineCrashed(f"the engine process {how} without finishing", log or "(it wrote nothing on stderr)")
+    if ending.status == channel.FINISHED:
+        return Path(ending.path)
+    if ending.status == channel.CANCELLED:
+        raise Cancelled("cancelled")
+    if ending.error in STORE_ERRORS:
+        raise STORE_ERRORS[ending.error](ending.path, ending.reason)
+    if ending.error == channel.CRASH:
+        stderr = f"\nstderr of the engine process:\n{log}" if log else ""
+        raise EngineCrashed(ending.message, ending.details + stderr)
+    raise UserError(ending.message)
 
 
 class ProgressThrottle:
@@ -103,6 +160,8 @@ def run_engine(
         path = runner(config, progress, cancel)
     except Cancelled:
         return EngineOutcome(CANCELLED, summary="engine cancelled; resume continues from the store")
+    except EngineCrashed as error:
+        return EngineOutcome(FAILED, summary=str(error), details=error.details)
     except (UserError, StoreError) as error:
         return EngineOutcome(
             FAILED, summary=str(error), details=str(error), store_rejected=isinstance(error, STORE_REJECTED)
