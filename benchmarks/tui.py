@@ -1,8 +1,9 @@
 """The terminal UI on a 1,000 test × 25,000 train store: launch, redraws and memory, driven by Pilot.
 
-    python benchmarks/tui.py [--store PATH] [--repeats N]
+    python benchmarks/tui.py [--store PATH] [--repeats N] [--scale notebook]
 
-Builds the synthetic store in a temporary folder (about a minute; ``--store`` reuses
+Builds the synthetic store in a temporary folder (about a minute; ``--scale notebook``: the
+notebook's 14 layers and five λ, about 14 GB of scores before compression; ``--store`` reuses
 one, creating it if missing), then runs the app in a fresh interpreter that never
 imports torch and prints a table:
 
@@ -98,11 +99,17 @@ def child(store: Path, repeats: int, launched: float) -> None:
     print(json.dumps(asyncio.run(measure())))
 
 
-def build_store(path: Path) -> float:
+# Score matrices per store: (layers, λ values); "notebook" is the notebook's 14 layers of
+# DistilBERT-base and the five-value sweep, about 14 GB of float32 before compression.
+SCALES = {"default": (3, (1e-5, 1e-3)), "notebook": (14, (1e-9, 1e-7, 1e-5, 1e-3, 1e-1))}
+
+
+def build_store(path: Path, scale: str) -> float:
     from store.synthetic import make_synthetic_store
 
+    n_layers, regularizations = SCALES[scale]
     started = time.perf_counter()
-    make_synthetic_store(path, n_test=N_TEST, n_train=N_TRAIN)
+    make_synthetic_store(path, n_test=N_TEST, n_train=N_TRAIN, n_layers=n_layers, regularizations=regularizations)
     return time.perf_counter() - started
 
 
@@ -131,6 +138,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", type=Path, help="reuse (or create) the benchmark store here")
     parser.add_argument("--repeats", type=int, default=DEFAULT_REPEATS)
+    parser.add_argument("--scale", choices=sorted(SCALES), default="default", help="layers and λ values of the store")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--launched", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,8 +148,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = args.store or Path(folder) / "benchmark.h5"
         if not store.exists():
-            print(f"building {N_TEST:,} × {N_TRAIN:,} store… ", end="", flush=True)
-            print(f"{build_store(store):.0f} s")
+            n_layers, regularizations = SCALES[args.scale]
+            shape = f"{N_TEST:,} × {N_TRAIN:,} × {n_layers} layers × {len(regularizations)} λ × 2 variants"
+            print(f"building the {shape} store… ", end="", flush=True)
+            print(f"{build_store(store, args.scale):.0f} s, {store.stat().st_size / 2**30:.1f} GiB")
         command = [sys.executable, __file__, "--child", str(store), "--repeats", str(args.repeats), "--launched"]
         output = subprocess.run([*command, repr(time.time())], cwd=REPO, capture_output=True, text=True, check=False)
         if output.returncode != 0:

@@ -33,6 +33,7 @@ from store.schema import (
     ATTR_SCORE_BLOCK,
     ATTR_TASK,
     ATTR_VARIANTS,
+    COMPLETED_PATH,
     COMPLETION_TEXT_COLUMNS,
     COMPLETION_TOKEN_COLUMNS,
     FORMAT_NAME,
@@ -41,6 +42,7 @@ from store.schema import (
     SCORE_COMPRESSION,
     SCORE_COMPRESSION_LEVEL,
     STAGES_PATH,
+    TILES_PATH,
     DatasetSpec,
     check_version,
     dataset_specs,
@@ -87,6 +89,11 @@ def _initial_data(layout: StoreLayout) -> dict[str, object]:
         values = [getattr(layer, column) for layer in layout.layers]
         data[layer_path(column)] = np.array(values, dtype=object if isinstance(values[0], str) else None)
     data[STAGES_PATH] = np.stack([stages.encode(stages.StageRecord(key=key)) for key in stage_keys(layout)])
+    # The completion markers get their storage now, before any SWMR reader can hold them: a first
+    # write while a reader in another process has a dataset open leaves that reader unable to refresh it.
+    data[COMPLETED_PATH] = np.zeros(layout.n_blocks, dtype=np.uint8)
+    if layout.n_tiles > 1:
+        data[TILES_PATH] = np.zeros((layout.n_tiles, layout.n_blocks), dtype=np.uint8)
     return data
 
 

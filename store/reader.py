@@ -124,14 +124,23 @@ class StoreReader:
                 return
             if not self._file.swmr_mode:
                 return  # no writer since the file was opened: nothing new
-            for path in _MARKERS:
-                self._dataset(path).refresh()
-            for log in self._json.values():
-                log.refresh()
-            for path, dataset in self._datasets.items():
-                if path not in _MARKERS:
-                    dataset.refresh()
+            try:
+                self._refresh_datasets()
+            except (OSError, RuntimeError, ValueError):
+                # A writer in another process gave a dataset its storage since (a first write to a
+                # contiguous dataset): SWMR cannot refresh that, a fresh open sees it.
+                self.detach()
+                self._open()
             self._examples.clear()
+
+    def _refresh_datasets(self) -> None:
+        for path in _MARKERS:
+            self._dataset(path).refresh()
+        for log in self._json.values():
+            log.refresh()
+        for path, dataset in self._datasets.items():
+            if path not in _MARKERS:
+                dataset.refresh()
 
     def close(self) -> None:
         with registry.LOCK:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 
+import numpy as np
 import pytest
-from test_store_support import block_scores, many_blocks_layout, python_child
+from test_store_support import block_scores, factor_value, many_blocks_layout, python_child
 
 from store import StoreWriter
 
@@ -66,3 +68,44 @@ def test_reader_process_follows_the_writer(tmp_path, resumed):
     assert report["violations"] == []
     assert report["seen"][-1] == layout.n_blocks
     assert len(set(report["seen"])) >= 3, report["seen"]  # it watched blocks arrive, not just the end
+
+
+# Holds every kind of dataset open before the writer's first write to it (predictions, a factor,
+# the markers), as the UI does while the engine runs in its own process, then follows the writer.
+EARLY_READER = r"""
+import json, sys
+import numpy as np
+from store import StoreReader
+
+reader = StoreReader(sys.argv[1])
+before = (reader.examples("test").prediction.tolist(), bool(np.isnan(reader.factor("clean", 0, "corrected_eigenvalues")).all()))
+print(json.dumps({"before": before, "completed": int(reader.completed_blocks().sum())}), flush=True)
+sys.stdin.readline()  # the writer has written
+reader.refresh()
+after = (reader.examples("test").prediction.tolist(), float(reader.factor("clean", 0, "corrected_eigenvalues").flat[0]))
+print(json.dumps({"after": after, "completed": int(reader.completed_blocks().sum())}), flush=True)
+"""
+
+
+@pytest.mark.slow  # a reader in another process
+def test_a_reader_holding_datasets_before_their_first_write_sees_them_written(tmp_path):
+    """HDF5 cannot refresh, across processes, a dataset that got its storage after the reader opened
+    it; the reader opens the file afresh then, and never reports the store unreadable."""
+    layout = many_blocks_layout()
+    path = tmp_path / "run.h5"
+    writer = StoreWriter.create(path, layout)
+    child = python_child(EARLY_READER, str(path), stdin=subprocess.PIPE)
+    first = json.loads(child.stdout.readline())
+    assert first == {"before": [[-1] * layout.n_test, True], "completed": 0}
+    labels = layout.test.label
+    writer.write_predictions("test", labels, np.eye(len(layout.label_names))[labels].astype(np.float32))
+    writer.write_factor("clean", 0, "corrected_eigenvalues", factor_value(layout, "clean", 0, "corrected_eigenvalues"))
+    writer.write_score_block(0, **block_scores(layout, 0))
+    writer.flush()
+    child.stdin.write("go\n")
+    child.stdin.flush()
+    stdout, stderr = child.communicate(timeout=60)
+    writer.close()
+    assert child.returncode == 0, stderr
+    expected = float(factor_value(layout, "clean", 0, "corrected_eigenvalues").flat[0])
+    assert json.loads(stdout) == {"after": [labels.tolist(), expected], "completed": 1}

@@ -69,13 +69,13 @@ COMPUTES = PRELUDE + textwrap.dedent("""
     print("imported", sorted(m for m in ("torch", "transformers", "influence.pipeline") if m in sys.modules))
 """)
 
-# The child is killed (SIGKILL) once the scores have started: the UI says how the engine ended, and
-# a resume (r) finishes the same store.
+# The child is killed (SIGKILL) at its first progress event, seconds before it could finish: the UI
+# says how the engine ended, and a resume (r) finishes the same store.
 CRASHES_THEN_RESUMES = PRELUDE + textwrap.dedent("""
     async def main():
         app = InfluenceApp(config=config)
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: "scores" in app.live.stages and engine_child() is not None)
+            await until(pilot, lambda: app.live.stages and engine_child() is not None, timeout=60.0)
             os.kill(engine_child(), signal.SIGKILL)
             await until(pilot, lambda: app.engine_state == "idle")
             print("crash", app.last_outcome.status, app.last_outcome.summary)
@@ -85,15 +85,30 @@ CRASHES_THEN_RESUMES = PRELUDE + textwrap.dedent("""
     asyncio.run(main())
 """)
 
+# x at the first progress event: SIGINT, the child stops after its batch and says so; r resumes.
+CANCELS_THEN_RESUMES = PRELUDE + textwrap.dedent("""
+    async def main():
+        app = InfluenceApp(config=config)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await until(pilot, lambda: app.live.stages and app.engine_state == "running", timeout=60.0)
+            await pilot.press("x")
+            await until(pilot, lambda: app.engine_state == "idle")
+            print("cancel", app.last_outcome.status, app.last_outcome.summary)
+            await pilot.press("r")
+            await until(pilot, lambda: app.engine_state == "idle" and app.last_outcome.status != "cancelled")
+            print("resumed", app.last_outcome.status)
+    asyncio.run(main())
+""")
+
 
 @pytest.fixture(scope="module")
 def config_json(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("process")
-    rows = corpus_rows(num_train=160, num_test=10)
+    rows = corpus_rows(num_train=400, num_test=10)
     config = RunConfig(
         model=str(save_tiny_model(root / "model", rows)),
         dataset=str(write_csv_folder(root / "csv", rows)),
-        num_train=160,
+        num_train=400,
         num_test=8,
         batch_size=4,
         max_length=48,
@@ -126,6 +141,15 @@ def test_a_crashed_engine_is_shown_and_the_store_resumes(config_json) -> None:
     store = Path(json.loads(config_json)["store"])
     lines = _run(CRASHES_THEN_RESUMES, config_json, store)
     assert lines[0] == "crash failed the engine process killed by signal 9 without finishing", lines
+    assert lines[1] == "resumed finished"
+    with StoreReader(store) as reader:
+        assert reader.completed_blocks().all()
+
+
+def test_cancel_stops_the_child_and_resume_finishes(config_json) -> None:
+    store = Path(json.loads(config_json)["store"])
+    lines = _run(CANCELS_THEN_RESUMES, config_json, store)
+    assert lines[0] == "cancel cancelled engine cancelled; resume continues from the store", lines
     assert lines[1] == "resumed finished"
     with StoreReader(store) as reader:
         assert reader.completed_blocks().all()
