@@ -78,7 +78,8 @@ import numpy as np
 from store import StoreReader
 
 reader = StoreReader(sys.argv[1])
-before = (reader.examples("test").prediction.tolist(), bool(np.isnan(reader.factor("clean", 0, "corrected_eigenvalues")).all()))
+unwritten = bool(np.isnan(reader.factor("clean", 0, "corrected_eigenvalues")).all())
+before = (reader.examples("test").prediction.tolist(), unwritten)
 print(json.dumps({"before": before, "completed": int(reader.completed_blocks().sum())}), flush=True)
 sys.stdin.readline()  # the writer has written
 reader.refresh()
