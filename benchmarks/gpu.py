@@ -38,22 +38,29 @@ from timing import StageTimer, plain_passes, synchronized, timed  # noqa: E402
 from workloads import WORKLOADS, build_batches, build_model, tracked_parameters  # noqa: E402
 
 from influence import EkfacInfluence  # noqa: E402
-from influence.caches import TrainCache  # noqa: E402
 
 NOTEBOOK = replace(WORKLOADS["base"], name="notebook", seq=512, train=100, test=100, batch=8)
 SWEEP = [1e-15, 1e-9, 1e-5, 1.0]  # the notebook appendix's values
 MAIN_REGULARIZATION = 1e-5
 GPU_CACHE_BYTES = 48 * 2**30
+# Test gradients held at once where all of them would not fit an H200: lm-0.5b's 100 queries are 125 GB.
+QUERY_BYTES = {"lm-0.5b": 32 * 2**30}
 
 
-def run_engine(model, tracked, train, test, device, autocast: str | None) -> tuple[dict[str, float], torch.Tensor]:
-    """All stages; returns the seconds per stage and the scores (λ, n_test, n_train)."""
-    engine = EkfacInfluence(model, tracked, autocast=autocast)
-    cache = TrainCache(GPU_CACHE_BYTES if device.type == "cuda" else 2 * 2**30)
+def run_engine(
+    model, tracked, train, test, device, autocast: str | None, query_bytes: int | None = None
+) -> tuple[dict[str, float], torch.Tensor]:
+    """All stages; returns the seconds per stage and the scores (λ, n_test, n_train). With ``query_bytes``
+    the queries come in chunks through the public API (one "queries + scores" time)."""
+    cache_bytes = GPU_CACHE_BYTES if device.type == "cuda" else 2 * 2**30
+    engine = EkfacInfluence(model, tracked, autocast=autocast, cache_bytes=cache_bytes, query_bytes=query_bytes)
     timer = StageTimer(sync=synchronized(device))
-    engine.fit(train, journal=timer, cache=cache)
+    engine.fit(train, journal=timer)
+    if query_bytes is not None:
+        sweep = timer.time("queries + scores", engine.explore_hessian_regularization, test, train, SWEEP)
+        return timer.seconds, torch.stack([sum(sweep[reg].values()) for reg in SWEEP])
     queries = timer.time("queries", engine.query_gradients, test)
-    blocks = timer.time("scores", lambda: list(engine.iter_scores(queries, train, SWEEP, cache=cache)))
+    blocks = timer.time("scores", lambda: list(engine.iter_scores(queries, train, SWEEP, cache=engine.train_cache)))
     scores = torch.cat([b.total[0] for b in blocks], dim=-1)  # (λ, n_test, n_train)
     return timer.seconds, scores
 
@@ -186,7 +193,7 @@ def main() -> None:
     for label, autocast in (("fp32", None), ("bf16", "bf16")):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stages, scores = run_engine(model, tracked, train, test, device, autocast)
+        stages, scores = run_engine(model, tracked, train, test, device, autocast, QUERY_BYTES.get(workload.name))
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
         results[label] = {"stages": stages, "total": sum(stages.values()), "peak_gib": peak, "scores": scores}
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from local_assets import corpus_rows, save_tiny_model, write_csv_folder
 
-from job.config import RunConfig
+from job.config import DEMO, RunConfig
 from store.reader import StoreReader
 
 pytestmark = pytest.mark.slow  # fresh interpreters and a real engine
@@ -33,7 +33,7 @@ PRELUDE = textwrap.dedent("""
             return None
 
     sys.meta_path.insert(0, RefuseTorch())
-    from job.config import RunConfig
+    from job.config import DEMO, RunConfig
     from tui.app import InfluenceApp
 
     config = RunConfig.from_dict(json.loads(sys.argv[1])).validate()
@@ -128,9 +128,11 @@ def _run(script: str, config: str, store: Path) -> list[str]:
     return result.stdout.strip().splitlines()
 
 
-def test_the_ui_computes_in_a_child_and_never_imports_torch(config_json) -> None:
-    store = Path(json.loads(config_json)["store"])
-    lines = _run(COMPUTES, config_json, store)
+def test_the_ui_computes_the_demo_in_a_child_and_never_imports_torch(tmp_path) -> None:
+    """The demo (its model trained in the child, or found in the session's cache) on a subset."""
+    store = tmp_path / "demo.h5"
+    config = json.dumps(RunConfig(model=DEMO, dataset=DEMO, num_train=200, num_test=10, store=str(store)).to_dict())
+    lines = _run(COMPUTES, config, store)
     assert lines[0].startswith("outcome finished analysis complete: "), lines
     assert lines[-1] == "imported []"
     with StoreReader(store) as reader:
