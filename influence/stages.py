@@ -4,7 +4,9 @@ Stages, in order (``job.stages.STAGES``): predictions; per factor variant the co
 eigendecomposition and eigenvalue correction; queries; scores. The factor stages are
 ``EkfacInfluence.fit`` itself, given a :class:`~influence.recording.StoreJournal` that finds
 in the store what is done and records what gets done; this module adds the stages only a
-stored analysis has (predictions, and the scores written block by block) and the order.
+stored analysis has (predictions, the queries chunk by chunk within the memory budget, the
+scores written tile by tile) and the order. On several ranks every rank runs the same
+stages; rank 0 alone holds the writer and answers for all what the store holds.
 """
 
 from __future__ import annotations
