@@ -38,8 +38,7 @@ def plan_memory(engines: Sequence[EkfacInfluence], n_test: int, budget: Optional
     """Chunks of test gradients sized to ``budget`` bytes (default: a share of what is free on the
     device); a budget that cannot hold one test example's gradients is refused."""
     engine = engines[0]
-    itemsize = torch.empty((), dtype=engine.factor_dtype).element_size()
-    row_bytes = itemsize * sum(e.tracked_parameters for e in engines)
+    row_bytes = sum(e.query_row_bytes for e in engines)
     given = budget is not None
     if budget is None:
         available = available_memory(engine.device)

@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     engine.add_argument("--fisher", choices=FISHER_KINDS, help="default: exact for classifiers, sampled for causal LMs")
     engine.add_argument("--mode", choices=MODES)
     engine.add_argument(
+        "--query-rank",
+        type=int,
+        metavar="R",
+        help="keep each test gradient at rank R per layer (a truncated SVD): less memory, R times the scoring work",
+    )
+    engine.add_argument(
         "--autocast", choices=AUTOCAST_DTYPES, help="forward passes in bf16 (factors and scores stay float32)"
     )
     engine.add_argument(
@@ -160,7 +166,7 @@ CONFIG_OPTIONS = (
     "nproc",
     "export",
 )
-ENGINE_OPTIONS = ("task", "fisher", "mode", "autocast", "eigen_precision")  # fields of EngineOptions
+ENGINE_OPTIONS = ("task", "fisher", "mode", "autocast", "eigen_precision", "query_rank")  # fields of EngineOptions
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

@@ -40,6 +40,8 @@ _ALIASES = {"torch.float32": "float32", "torch.float64": "float64", "torch.bfloa
 # Metadata of the fields that change what a run costs, never what it computes: left out of
 # the store's recorded settings, so that another budget can resume the same store.
 RUNTIME = {"runtime": True}
+# Metadata of a field that stores record only when it is set: stores made before it existed resume unchanged.
+WHEN_SET = {"when_set": True}
 OPTIONAL = ("task", "fisher", "factor_dtype", "autocast")  # None: detected, or the task's default
 
 
@@ -53,7 +55,7 @@ class OptionError(UserError, ValueError):
 
 
 class UnsupportedOption(UserError, ValueError):
-    """A valid choice this model cannot have."""
+    """A choice these options cannot have (for this model, or at all): one line, as a UserError."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,11 @@ class EngineOptions:
     training batches, and as much again of test gradients); 0 keeps nothing, and results are
     identical either way. ``query_bytes`` bounds the test gradients ``influences`` and its kin
     hold at once: the test batches are scored in chunks of rows that fit, each chunk another
-    pass over the training batches (None: all at once). ``keep_covariance`` keeps A and S
-    after fitting (scoring needs only the eigenbases, and the covariances are as large).
+    pass over the training batches (None: all at once). ``query_rank`` keeps each test
+    gradient, layer by layer, as its best rank-r approximation (a truncated SVD, as
+    kronfluence offers): r·(out + in) numbers instead of out·in, each pair's product r times
+    the work (None: exact). ``keep_covariance`` keeps A and S after fitting (scoring needs
+    only the eigenbases, and the covariances are as large).
     """
 
     fisher: Optional[str] = None
@@ -85,6 +90,7 @@ class EngineOptions:
     factor_dtype: Optional[str] = None
     autocast: Optional[str] = None
     task: Optional[str] = None
+    query_rank: Optional[int] = field(default=None, metadata=WHEN_SET)
     cache_bytes: int = field(default=DEFAULT_CACHE_BYTES, metadata=RUNTIME)
     query_bytes: Optional[int] = field(default=None, metadata=RUNTIME)
     keep_covariance: bool = field(default=False, metadata=RUNTIME)
@@ -100,6 +106,8 @@ class EngineOptions:
             object.__setattr__(self, name, value)
         if not isinstance(self.cache_bytes, int) or self.cache_bytes < 0:
             raise ValueError(f"cache_bytes must be a whole number of bytes >= 0 (got {self.cache_bytes!r})")
+        if self.query_rank is not None and (not isinstance(self.query_rank, int) or self.query_rank < 1):
+            raise UnsupportedOption(f"the query rank must be a whole number >= 1 (got {self.query_rank!r})")
         if self.query_bytes is not None and (not isinstance(self.query_bytes, int) or self.query_bytes < 1):
             raise ValueError(f"query_bytes must be None or a whole number of bytes >= 1 (got {self.query_bytes!r})")
 
@@ -127,7 +135,11 @@ class EngineOptions:
 
     def analysis_settings(self) -> dict[str, Any]:
         """The options that change the numbers, as a store records and compares them."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.metadata.get("runtime")}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("runtime") and not (f.metadata.get("when_set") and getattr(self, f.name) is None)
+        }
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 from local_assets import tiny_runs
@@ -111,3 +112,27 @@ def test_what_is_not_a_size_is_refused(text):
 
 def test_sizes_are_written_in_binary_units():
     assert [format_size(n) for n in (512, 3 * 2**20, 5 * 2**29)] == ["512 B", "3.0 MiB", "2.5 GiB"]
+
+
+def test_low_rank_queries_fit_more_rows_in_a_budget_and_are_recorded(assets, tmp_path):
+    """--query-rank shrinks every query's rows, so a budget holds more of them; the store records the rank."""
+    settings = dict(**assets["classifier"], num_train=16, num_test=NUM_TEST, batch_size=4, max_length=48, sweep=[1e-3])
+    full = RunConfig(**settings, store=str(tmp_path / "full.h5")).validate()
+    budget = budget_for_rows(full, 1)
+    low = RunConfig(
+        **settings, store=str(tmp_path / "low.h5"), memory_budget=budget, engine=EngineOptions(query_rank=1)
+    ).validate()
+    assert (
+        prepare(low).memory.chunk_rows
+        == NUM_TEST
+        > prepare(dataclasses.replace(full, memory_budget=budget)).memory.chunk_rows
+    )
+    run_pipeline(full)
+    run_pipeline(low)
+    with StoreReader(low.store_path()) as reader:
+        assert reader.config["engine"]["query_rank"] == 1
+        scores = reader.influence_matrix("clean", reader.main_regularization_index)
+    with StoreReader(full.store_path()) as reader:
+        assert "query_rank" not in reader.config["engine"]
+        reference = reader.influence_matrix("clean", reader.main_regularization_index)
+    assert float(np.linalg.norm(scores - reference) / np.linalg.norm(reference)) < 0.05  # a classifier: near rank 1
