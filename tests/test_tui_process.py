@@ -139,19 +139,19 @@ def test_the_ui_computes_the_demo_in_a_child_and_never_imports_torch(tmp_path) -
         assert reader.completed_blocks().all() and reader.stages()["scores"].status == "done"
 
 
-def test_a_crashed_engine_is_shown_and_the_store_resumes(config_json) -> None:
-    store = Path(json.loads(config_json)["store"])
-    lines = _run(CRASHES_THEN_RESUMES, config_json, store)
-    assert lines[0] == "crash failed the engine process killed by signal 9 without finishing", lines
-    assert lines[1] == "resumed finished"
-    with StoreReader(store) as reader:
-        assert reader.completed_blocks().all()
+STOPPED_THEN_RESUMED = {
+    "killed": (CRASHES_THEN_RESUMES, "crash failed the engine process killed by signal 9 without finishing"),
+    "cancelled": (CANCELS_THEN_RESUMES, "cancel cancelled engine cancelled; resume continues from the store"),
+}
 
 
-def test_cancel_stops_the_child_and_resume_finishes(config_json) -> None:
+@pytest.mark.parametrize("how", list(STOPPED_THEN_RESUMED))
+def test_a_stopped_engine_is_shown_and_the_store_resumes(config_json, how) -> None:
+    """Killed (SIGKILL) or cancelled (x): the UI says how the child ended, and r finishes the same store."""
+    script, expected = STOPPED_THEN_RESUMED[how]
     store = Path(json.loads(config_json)["store"])
-    lines = _run(CANCELS_THEN_RESUMES, config_json, store)
-    assert lines[0] == "cancel cancelled engine cancelled; resume continues from the store", lines
+    lines = _run(script, config_json, store)
+    assert lines[0] == expected, lines
     assert lines[1] == "resumed finished"
     with StoreReader(store) as reader:
         assert reader.completed_blocks().all()
