@@ -37,6 +37,7 @@ from influence.factors import (
     LayerFactors,
     RotatedTokens,
     corrected_eigenvalues,
+    per_example_products,
 )
 from influence.journal import WHOLE_PASS, FitJournal, PassControl
 from influence.layers import TrackedLayer, resolve_layers
@@ -109,6 +110,20 @@ class ScoreBatch:
     @property
     def total(self) -> torch.Tensor:
         return self.layers.sum(dim=2)
+
+
+@dataclass
+class TokenShares:
+    """How each pair's influence splits over tokens, exactly: the score is linear in either side's
+    token rows. ``train``: (n_test, n_train, T_train), the share of each token of the training
+    example; ``test``: (n_test, n_train, T_test), of each token of the query; 0 at padding.
+    ``pooled``: (n_test, n_train), the share of the layers that read one pooled vector per example
+    (a classifier's head), which belongs to no position of its own. On either side,
+    Σ_t share + pooled = the pair's influence, summed over the layers."""
+
+    train: torch.Tensor
+    test: torch.Tensor
+    pooled: torch.Tensor
 
 
 class _Step(NamedTuple):
@@ -614,6 +629,48 @@ class EkfacInfluence:
         loaders on either side as in :meth:`influences`."""
         scores = self._score_matrix(test, train, list(regularizations))
         return {reg: dict(zip(self.layer_names, by_layer)) for reg, by_layer in zip(regularizations, scores)}
+
+    def token_shares(
+        self, test: Batch, train: Batch, regularization: float = 1e-5, *, label_key: str = LABEL_KEY
+    ) -> TokenShares:
+        """Every pair of one test batch and one training batch, its influence split over the tokens of
+        either side (positions as in each batch's ``input_ids``): why a training example matters,
+        word by word. Per layer, a training token t of n gives g̃_tᵀ (q̃ ∘ 1/(Λ+λ)) ã_t, its rotated
+        output gradient and input, and a query token the same against ñ."""
+        self._require_fitted()
+        queries, examples = self._token_rows(test, label_key), self._token_rows(train, label_key)
+        q_count, n_count = len(test["input_ids"]), len(train["input_ids"])
+        shares = TokenShares(
+            torch.zeros(q_count, n_count, train["input_ids"].shape[1], dtype=self.factor_dtype, device=self.device),
+            torch.zeros(q_count, n_count, test["input_ids"].shape[1], dtype=self.factor_dtype, device=self.device),
+            torch.zeros(q_count, n_count, dtype=self.factor_dtype, device=self.device),
+        )
+        for name in self.layer_names:
+            weights = self.factors[name].inverse_weights(regularization)
+            (q_tokens, q_grads, q_acts, q_counts), (n_tokens, n_grads, n_acts, n_counts) = queries[name], examples[name]
+            q_tilde = per_example_products(q_grads, q_acts, q_counts).mul_(weights)  # q̃ ∘ W: (Q, out, in')
+            if n_tokens.mask.shape[1] != shares.train.shape[2]:  # one pooled vector per example
+                shares.pooled += torch.einsum("qoi,noi->qn", q_tilde, per_example_products(n_grads, n_acts, n_counts))
+                continue
+            n_tilde = per_example_products(n_grads, n_acts, n_counts).mul_(weights)  # ñ ∘ W: (N, out, in')
+            per_train = torch.einsum("ro,qoi,ri->rq", n_grads, q_tilde, n_acts)  # (training rows, Q)
+            per_test = torch.einsum("ro,noi,ri->rn", q_grads, n_tilde, q_acts)  # (test rows, N)
+            shares.train += n_tokens.scatter(per_train).permute(2, 0, 1)  # (Q, N, T_train)
+            shares.test += q_tokens.scatter(per_test).permute(0, 2, 1)  # (Q, N, T_test)
+        return shares
+
+    def _token_rows(self, batch: Batch, label_key: str) -> dict[str, tuple[Any, torch.Tensor, torch.Tensor, list[int]]]:
+        """Per layer: the batch's token positions, and its rotated gradient and input rows over the real tokens."""
+        rows = {}
+        with analysis_mode(self.model):
+            on_device = self._to_device(batch)
+            captured = self._capture(on_device, self._request(label_key, False, 0))
+            coordinates = captured.vectors.label_gradient(on_device, label_key)
+        for layer in self.layers:
+            tokens = captured.raw(layer.name)
+            rotated = self.factors[layer.name].eigen.rotate(tokens, rows=True)
+            rows[layer.name] = (tokens, rotated.gradient_rows(coordinates), rotated.activations, rotated.counts)
+        return rows
 
     def self_influences(self, data: BatchData, regularization: float = 1e-5) -> torch.Tensor:
         """(n,): each example's influence on itself, ∇Lᵀ(F + λI)⁻¹∇L; one batch or an iterable of batches."""

@@ -133,8 +133,9 @@ class Eigenbasis:
         s_values, s_vectors = symmetric_eigh(means.gradient, precision)
         return cls(a_vectors.to(dtype), a_values.to(dtype), s_vectors.to(dtype), s_values.to(dtype))
 
-    def rotate(self, tokens: LayerTokens) -> "RotatedTokens":
-        """The batch in this eigenbasis, in the form that is cheaper to use.
+    def rotate(self, tokens: LayerTokens, rows: bool = False) -> "RotatedTokens":
+        """The batch in this eigenbasis, in the form that is cheaper to use (``rows``: always as
+        rotated token rows, which a split of a score over tokens needs).
 
         Rotating the token matrices, (G Q_S)ᵀ(Ā Q_A), costs T(out² + in² + out·in) per
         example, against out·in·(T + out + in) for forming DW and rotating it; the cheaper
@@ -147,7 +148,7 @@ class Eigenbasis:
         n_out = self.gradient_vectors.shape[0]
         rotate_first = length * (n_out * n_out + n_in * n_in + n_out * n_in)
         form_first = n_out * n_in * (length + n_out + n_in)
-        if rotate_first <= form_first:
+        if rows or rotate_first <= form_first:
             # Only real tokens are rotated, and kept packed: padding costs neither time nor memory.
             return RotatedTokens(
                 self,
@@ -186,9 +187,12 @@ class RotatedTokens:
         written into ``out`` when given."""
         if self.products is not None:
             return combine(self.products, coordinates, out)
+        return per_example_products(self.gradient_rows(coordinates), self.activations, self.counts, out)
+
+    def gradient_rows(self, coordinates: torch.Tensor) -> torch.Tensor:
+        """(real tokens, out): each token's rotated output gradient for these basis ``coordinates`` (B, C−1)."""
         repeats = torch.tensor(self.counts, device=coordinates.device)
-        rows = combine(self.gradients, coordinates.repeat_interleave(repeats, dim=0))
-        return per_example_products(rows, self.activations, self.counts, out)
+        return combine(self.gradients, coordinates.repeat_interleave(repeats, dim=0))
 
     @property
     def nbytes(self) -> int:
