@@ -59,7 +59,8 @@ def _name_list(text: str) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
-        description="Which training examples made a fine-tuned classifier say what it says (EK-FAC influence).",
+        description="Which training examples made a fine-tuned language model (a classifier or a causal LM) "
+        "say what it says: EK-FAC influence.",
         epilog="With no arguments the terminal UI opens on the built-in demo. "
         "STORE.h5 opens an existing analysis (no torch needed).",
     )
