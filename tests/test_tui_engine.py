@@ -123,6 +123,12 @@ def test_an_engine_bug_is_a_notification_with_the_traceback_one_key_away(tmp_pat
             assert "Traceback" in details and "kaboom" in details
             await pilot.press("escape")
             assert app.data is not None and app.data.scored.sum() == 16  # what was written stays visible
+            engine.failure = None  # the bug is fixed: a resume finishes, and d no longer shows the old failure
+            await pilot.press("r")
+            assert await settle(pilot, lambda: app.last_outcome.status == FINISHED)
+            await pilot.press("d")
+            assert not isinstance(app.screen, DetailsScreen)
+            assert app._notifications and list(app._notifications)[-1].message == "No error to show."
 
     run(test)
 

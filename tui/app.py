@@ -266,6 +266,8 @@ class InfluenceApp(App[None]):
             self.exit()
             return
         if outcome.status == FINISHED:
+            if self.last_failure is not None and self.last_failure.title == WORKER_TITLES[ENGINE_GROUP]:
+                self.last_failure = None  # the run it described has now finished: d no longer shows it
             self.notify(outcome.summary, title="Engine")
         elif outcome.status == CANCELLED:
             self.notify("Cancelled; press r to resume from where it stopped.", title="Engine")
