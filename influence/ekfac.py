@@ -36,6 +36,7 @@ from influence.factors import (
     EigenvalueSums,
     LayerFactors,
     RotatedTokens,
+    TokenCounts,
     corrected_eigenvalues,
     per_example_products,
 )
@@ -399,12 +400,18 @@ class EkfacInfluence:
                     self.accumulate_covariance(data, sums, label_key=label_key, cache=cache, control=control)
                     means = self._means(sums)
                     journal.covariance_done(means)
+        counts = None if means is None else {name: layer_means.counts for name, layer_means in means.items()}
         eigen = journal.eigenbases()
         if need_eigen:
+
+            def decomposed(index: int, name: str, basis: Eigenbasis) -> None:
+                del means[name]  # A and S are let go as soon as their layer's basis is there
+                journal.basis_done(index, name, basis)
+
             with journal.stage(STAGE_EIGEN, len(self.layers), "layers"):
-                eigen = self.eigendecompose(means, eigen, on_layer=journal.basis_done, progress=progress, cancel=cancel)
+                eigen = self.eigendecompose(means, eigen, on_layer=decomposed, progress=progress, cancel=cancel)
         if need_values:
-            values = self._corrected_eigenvalues(data, means, eigen, journal, label_key, cache, progress, cancel)
+            values = self._corrected_eigenvalues(data, counts, eigen, journal, label_key, cache, progress, cancel)
         else:
             values = journal.eigenvalues()
         self.set_factors(eigen, values, sums if self.options.keep_covariance else None)
@@ -422,7 +429,7 @@ class EkfacInfluence:
     def _corrected_eigenvalues(
         self,
         data: BatchData,
-        counts: Optional[Mapping[str, CovarianceMeans]],
+        counts: Optional[Mapping[str, TokenCounts]],
         eigen: Mapping[str, Eigenbasis],
         journal: FitJournal,
         label_key: str,

@@ -101,6 +101,15 @@ class CovarianceSums:
         self.tokens, self.examples = (int(count) for count in state["counts"])
 
 
+@dataclass(frozen=True)
+class TokenCounts:
+    """The tokens and examples a layer's covariances averaged over: all K-FAC needs of them after the
+    eigendecomposition (its T̄, tokens per example)."""
+
+    tokens: int
+    examples: int
+
+
 @dataclass
 class CovarianceMeans:
     """A = E[āāᵀ] and S = E[ggᵀ] over real tokens, exactly symmetric, with the counts behind them.
@@ -113,6 +122,10 @@ class CovarianceMeans:
     gradient: torch.Tensor
     tokens: int
     examples: int
+
+    @property
+    def counts(self) -> TokenCounts:
+        return TokenCounts(self.tokens, self.examples)
 
 
 @dataclass
@@ -293,7 +306,7 @@ class EigenvalueSums:
 
 
 def corrected_eigenvalues(
-    mode: str, counts: Optional[CovarianceMeans], eigen: Eigenbasis, lam: Optional[EigenvalueSums]
+    mode: str, counts: Optional[TokenCounts], eigen: Eigenbasis, lam: Optional[EigenvalueSums]
 ) -> torch.Tensor:
     """The diagonal (out, in') of the layer's Fisher in the Kronecker eigenbasis; K-FAC needs only
     the eigenbasis and ``counts``' tokens per example, EK-FAC the eigenvalue-correction sums."""
