@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 from pathlib import Path
 
@@ -338,6 +339,14 @@ def test_lambda_keys_step_every_view_and_the_sweep_report_marks_the_recommendati
             if report.recommended is not None:
                 assert f"★ recommended λ {report.recommended:g}" in steps
             assert f"{float(report.spearman[0, 0]):+.3f}" in heat
+            # A sweep with no stable pair says so, rather than explaining a mark it never shows.
+            none_stable = np.zeros_like(report.stable)
+            app.reports["clean"] = dataclasses.replace(report, stable=none_stable, plateau=None, recommended=None)
+            app.reports_version += 1
+            await pilot.pause()
+            heat = text_of(view.query_one("#lambda-report"))
+            assert f"No neighbouring pair has every layer's Spearman ≥ {report.threshold:g}" in heat
+            assert "✓ stable" not in heat
 
     run(test)
 

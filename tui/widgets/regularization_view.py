@@ -124,7 +124,12 @@ class RegularizationView(StateView):
                     measure,
                     *(_correlation_cell(float(v), no_color) for v in values),
                 )
-        legend = Text("✓ stable: every layer's Spearman ≥ threshold.  Colour: −1 (red) … +1 (teal).", style="dim")
+        marks = (
+            "✓ stable: every layer's Spearman ≥ threshold."
+            if report.stable.any()
+            else f"No neighbouring pair has every layer's Spearman ≥ {report.threshold:g}, so none is marked ✓."
+        )
+        legend = Text(f"{marks}  Colour: −1 (red) … +1 (teal).", style="dim")
         note = fmt.names_note(list(report.series[:-1]))
         if note:
             legend.append(f"\n{fmt.capitalized(note)}", style="dim")
