@@ -69,36 +69,34 @@ COMPUTES = PRELUDE + textwrap.dedent("""
     print("imported", sorted(m for m in ("torch", "transformers", "influence.pipeline") if m in sys.modules))
 """)
 
-# The child is killed (SIGKILL) at its first progress event, seconds before it could finish: the UI
-# says how the engine ended, and a resume (r) finishes the same store.
-CRASHES_THEN_RESUMES = PRELUDE + textwrap.dedent("""
-    async def main():
-        app = InfluenceApp(config=config)
-        async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.live.stages and engine_child() is not None, timeout=60.0)
-            os.kill(engine_child(), signal.SIGKILL)
-            await until(pilot, lambda: app.engine_state == "idle")
-            print("crash", app.last_outcome.status, app.last_outcome.summary)
-            await pilot.press("r")
-            await until(pilot, lambda: app.engine_state == "idle" and app.last_outcome.status != "failed")
-            print("resumed", app.last_outcome.status)
-    asyncio.run(main())
-""")
 
-# x at the first progress event: SIGINT, the child stops after its batch and says so; r resumes.
-CANCELS_THEN_RESUMES = PRELUDE + textwrap.dedent("""
-    async def main():
-        app = InfluenceApp(config=config)
-        async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.live.stages and app.engine_state == "running", timeout=60.0)
-            await pilot.press("x")
-            await until(pilot, lambda: app.engine_state == "idle")
-            print("cancel", app.last_outcome.status, app.last_outcome.summary)
-            await pilot.press("r")
-            await until(pilot, lambda: app.engine_state == "idle" and app.last_outcome.status != "cancelled")
-            print("resumed", app.last_outcome.status)
-    asyncio.run(main())
-""")
+def stopped_then_resumed(ready: str, stop: str, label: str, ended: str) -> str:
+    """A script that waits until ``ready``, stops the engine with ``stop``, prints ``label`` and how the
+    run ended, then resumes (r) and prints how the resume ended, once it is no longer ``ended``."""
+    return PRELUDE + textwrap.dedent(f"""
+        async def main():
+            app = InfluenceApp(config=config)
+            async with app.run_test(size=(120, 36)) as pilot:
+                await until(pilot, lambda: app.live.stages and {ready}, timeout=60.0)
+                {stop}
+                await until(pilot, lambda: app.engine_state == "idle")
+                print("{label}", app.last_outcome.status, app.last_outcome.summary)
+                await pilot.press("r")
+                await until(pilot, lambda: app.engine_state == "idle" and app.last_outcome.status != "{ended}")
+                print("resumed", app.last_outcome.status)
+        asyncio.run(main())
+    """)
+
+
+# At the child's first progress event, seconds before it could finish: killed (SIGKILL), so the UI
+# says how the process ended; or cancelled with x (SIGINT), so the child stops after its batch and
+# says so. Either way r then finishes the same store.
+CRASHES_THEN_RESUMES = stopped_then_resumed(
+    "engine_child() is not None", "os.kill(engine_child(), signal.SIGKILL)", "crash", "failed"
+)
+CANCELS_THEN_RESUMES = stopped_then_resumed(
+    'app.engine_state == "running"', 'await pilot.press("x")', "cancel", "cancelled"
+)
 
 
 @pytest.fixture(scope="module")
