@@ -227,9 +227,9 @@ class StageRunner:
                 for v, variant in enumerate(layout.variants):
                     own = layout.factor_variant_of(variant)
                     test_self[v, :, start:stop] = numpy_of(engines[own].query_self_influence(queries[own], regs))
-            for v, variant in enumerate(layout.variants):
-                for k in range(len(regs)):
-                    if self.writer is not None:
+            if self.writer is not None:
+                for v, variant in enumerate(layout.variants):
+                    for k in range(len(regs)):
                         self.writer.write_test_self(variant, k, test_self[v, k])
         return self.chunks[-1], queries
 
