@@ -24,11 +24,11 @@ from typing import Any, Mapping, Optional, Sequence, TypeVar
 import torch
 import torch.distributed as dist
 
+from job.channel import LOCAL_RANK_ENV, RANK_ENV, WORLD_SIZE_ENV
 from job.errors import UserError
 
 T = TypeVar("T")
 COLLECTIVE_TIMEOUT = timedelta(hours=2)  # rank 0 alone computes the predictions while the others wait
-WORLD_ENV, RANK_ENV, LOCAL_RANK_ENV = "WORLD_SIZE", "RANK", "LOCAL_RANK"
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ class Ranks:
 def join(device: torch.device) -> Ranks:
     """This process's ranks: one process unless torchrun started several, in which case the process
     group is opened here (NCCL where ``device`` is a GPU, else gloo) and each rank takes its own GPU."""
-    world = int(os.environ.get(WORLD_ENV, "1"))
+    world = int(os.environ.get(WORLD_SIZE_ENV, "1"))
     if world == 1:
         return Ranks(device=device)
     rank, local = int(os.environ[RANK_ENV]), int(os.environ.get(LOCAL_RANK_ENV, "0"))

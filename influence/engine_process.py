@@ -20,7 +20,7 @@ from typing import TextIO
 from job import channel
 from job.config import RunConfig
 from job.errors import UserError
-from job.progress import Cancelled, ProgressEvent
+from job.progress import Cancelled
 from store.errors import StoreError
 
 
@@ -41,14 +41,11 @@ def main() -> None:
     def send(message: channel.Message) -> None:
         out.write(channel.encode(message))
 
-    def progress(event: ProgressEvent) -> None:
-        send(event)
-
     try:
         config = RunConfig.from_dict(json.loads(sys.argv[1])).validate()
         from influence.pipeline import run_pipeline  # after the channel is private: torch may print
 
-        path = run_pipeline(config, progress=progress, cancel=cancel)
+        path = run_pipeline(config, progress=send, cancel=cancel)
         if path is not None:  # rank 0 (or the only process)
             send(channel.Ending(channel.FINISHED, path=str(path)))
     except Cancelled:

@@ -23,6 +23,7 @@ CLI_MODULE = "influence"  # what torchrun runs on every rank for --export
 FINISHED, CANCELLED, FAILED = "finished", "cancelled", "failed"
 PROGRESS = "progress"
 CRASH = "crash"  # the error of a failure that was a bug, not the user's to fix
+WORLD_SIZE_ENV, RANK_ENV, LOCAL_RANK_ENV = "WORLD_SIZE", "RANK", "LOCAL_RANK"  # what torchrun sets on every rank
 
 
 @dataclass(frozen=True)

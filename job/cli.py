@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Optional, Sequence
 
-from job.channel import CLI_MODULE, torchrun
+from job.channel import CLI_MODULE, WORLD_SIZE_ENV, torchrun
 from job.config import DEFAULT_REGULARIZATION, DEFAULT_SWEEP, PRESETS, RunConfig
 from job.errors import EXIT_USAGE, UserError
 from job.options import AUTOCAST_DTYPES, EIGEN_PRECISIONS, FISHER_KINDS, MODES, TASKS, EngineOptions
@@ -23,7 +23,6 @@ from job.sizes import parse_size
 PROG = "influence-explorer"
 STORE_SUFFIXES = (".h5", ".hdf5")
 EXIT_INTERRUPTED = 130
-WORLD_SIZE_ENV = "WORLD_SIZE"  # set by torchrun on every rank
 
 
 class _Parser(argparse.ArgumentParser):
